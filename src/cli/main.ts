@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+/**
+ * The command line: yargs wiring, and errors -> message, hint and exit status.
+ *
+ * Exit statuses: 0 success; 1 `diff` found changes, or a failure without a better code;
+ * 64 bad usage; 66 a missing input; 69 a missing system dependency (libfuse, /dev/fuse,
+ * bwrap); 70 mounting failed; 73 the store cannot be made or used; `run` exits with
+ * CMD's status.
+ */
+import { createRequire } from 'node:module'
+import type yargsType from 'yargs'
+import { SiblingError } from '../errors.js'
+import { diffCommand } from './commands/diff.js'
+import { mountCommand } from './commands/mount.js'
+import { runCommand } from './commands/run.js'
+import { printErrorLine } from './output.js'
+
+// yargs 18 is an ES module; Node 20 loads it with require() (it exports the function itself
+// as 'module.exports'; `default` is there for older loaders).
+const yargsModule = createRequire(__filename)('yargs') as typeof yargsType | { default: typeof yargsType }
+const yargs = typeof yargsModule === 'function' ? yargsModule : yargsModule.default
+
+function report (err: unknown): number {
+  if (err instanceof SiblingError) {
+    printErrorLine(`siblingfs: ${err.message}`)
+    if (err.hint !== undefined) printErrorLine(`  hint: ${err.hint}`)
+    return err.exitCode
+  }
+  const msg = err instanceof Error ? (process.env.SIBLINGFS_DEBUG !== undefined ? err.stack ?? err.message : err.message) : String(err)
+  printErrorLine(`siblingfs: ${msg}`)
+  return 1
+}
+
+export async function main (argv: string[]): Promise<void> {
+  const cli = yargs(argv)
+    .scriptName('siblingfs')
+    .usage('$0 <command> [options]\n\nA writable, sandboxed view of a directory tree: programs change what they like, the host tree never changes.')
+    .command(mountCommand)
+    .command(runCommand)
+    .command(diffCommand)
+    .demandCommand(1, 'name a command: mount, run or diff')
+    .strict()
+    .help()
+    .alias('h', 'help')
+    .version()
+    .wrap(Math.min(100, process.stdout.columns ?? 100))
+    .fail((msg, err) => {
+      if (err !== undefined && err !== null) throw err
+      throw new SiblingError('SFS_USAGE', msg, { hint: 'see `siblingfs --help`', exitCode: 64 })
+    })
+  try {
+    await cli.parseAsync()
+  } catch (err) {
+    process.exitCode = report(err)
+  }
+}
+
+if (require.main === module) void main(process.argv.slice(2))

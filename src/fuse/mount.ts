@@ -1,0 +1,152 @@
+/**
+ * Mounting: the only module that loads fuse-native.
+ *
+ * Owns: the mount options, mounting and unmounting, and noticing an unmount done by someone
+ * else (`fusermount -u`), after which libfuse's thread is gone but nothing tells JS.
+ * fuse-native is used with our patch (patches/fuse-native-2.2.6.patch, applied at install):
+ * 64-bit inode numbers, nanosecond times, a correct utimens, create flags, null paths for
+ * unlinked open files, the caller's uid/gid/pid, and extra mount options.
+ * Options always set: default_permissions (the kernel checks permissions against the
+ * attributes we report, exactly as for a local file system), use_ino (our inode numbers),
+ * big_writes + max_write (writes arrive in 128 KiB pieces, not 4 KiB), nosuid, nodev.
+ * Not hard_remove: with it, libfuse 2.9 answers fstat/fchmod/futimens of an unlinked open
+ * file with ENOENT (the kernel sends no handle for them, and libfuse has no path). Without
+ * it, libfuse renames such a file to `.fuse_hidden*`; the overlay turns that rename into a
+ * move to STORE/work/, so the name never shows in the merged view or in upper/ (overlay.ts,
+ * "hidden files").
+ * Does not: know what the operations mean (handlers.ts, overlay/).
+ */
+import fs from 'node:fs'
+import { createRequire } from 'node:module'
+import { SiblingError } from '../errors.js'
+import type { Caller, Overlay } from '../overlay/overlay.js'
+import { createHandlers } from './handlers.js'
+
+export interface CacheOptions {
+  /** Seconds the kernel may keep attributes and names (and a "no such name") of entries. */
+  attrTimeout: number
+  entryTimeout: number
+  negativeTimeout: number
+  /** 'auto': file data cached until the file's mtime or size changes (checked at open);
+   *  'keep': cached until evicted; 'none': never cached across opens. */
+  dataCache: 'auto' | 'keep' | 'none'
+}
+
+export interface FuseMountOptions extends CacheOptions {
+  allowOther: boolean
+  debug: boolean
+}
+
+interface FuseInstance {
+  mount (cb: (err: Error | null) => void): void
+  unmount (cb: (err: Error | null) => void): void
+  callerContext?: Uint32Array
+}
+type FuseCtor = new (mnt: string, ops: object, opts: object) => FuseInstance
+
+let ctor: FuseCtor | undefined
+
+/** Loads fuse-native (and with it libfuse.so.2), with a clear error when that fails. */
+export function loadFuse (): FuseCtor {
+  if (ctor !== undefined) return ctor
+  try {
+    const req = createRequire(__filename)
+    ctor = req('fuse-native') as FuseCtor
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err)
+    if (/libfuse\.so/.test(msg)) {
+      throw new SiblingError('SFS_NO_LIBFUSE', 'libfuse.so.2 is not installed', {
+        cause: err, hint: 'install it: apt-get install libfuse2 (or run scripts/install-deps.sh)', exitCode: 69
+      })
+    }
+    throw new SiblingError('SFS_NO_FUSE_NATIVE', `fuse-native could not be loaded: ${msg}`, {
+      cause: err, hint: 'run `npm ci` in the siblingfs directory (it builds fuse-native)', exitCode: 69
+    })
+  }
+  if ((ctor as unknown as { PATCHED?: string }).PATCHED === undefined) {
+    throw new SiblingError('SFS_FUSE_UNPATCHED', 'fuse-native is not patched for siblingfs', {
+      hint: 'run `node scripts/patch-fuse-native.js` in the siblingfs directory', exitCode: 69
+    })
+  }
+  return ctor
+}
+
+/** Whether `p` is a mount point, from /proc/self/mountinfo (field 5, octal-escaped). */
+export function isMountPoint (p: string): boolean {
+  let info: string
+  try { info = fs.readFileSync('/proc/self/mountinfo', 'utf8') } catch { return false }
+  for (const line of info.split('\n')) {
+    const f = line.split(' ')
+    if (f.length > 4 && f[4].replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))) === p) return true
+  }
+  return false
+}
+
+export interface Mounted {
+  /** Unmounts (lazily if busy). Idempotent. */
+  unmount (): Promise<void>
+  /** Resolves when the mount is gone, whoever unmounted it. */
+  gone: Promise<void>
+}
+
+function fuseOptions (o: FuseMountOptions): string[] {
+  const opts = [
+    'default_permissions', 'use_ino', 'big_writes', 'max_write=131072',
+    'nosuid', 'nodev', 'fsname=siblingfs', 'subtype=siblingfs',
+    `attr_timeout=${o.attrTimeout}`, `entry_timeout=${o.entryTimeout}`, `negative_timeout=${o.negativeTimeout}`
+  ]
+  if (o.dataCache === 'auto') opts.push('auto_cache')
+  if (o.dataCache === 'keep') opts.push('kernel_cache')
+  // 'none': libfuse's default, the kernel drops a file's cached data at every open.
+  return opts
+}
+
+export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMountOptions): Promise<Mounted> {
+  const Fuse = loadFuse()
+  let ctx: Uint32Array | undefined
+  const caller = (): Caller => ctx !== undefined
+    ? { uid: ctx[0], gid: ctx[1], pid: ctx[2] }
+    : { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, pid: 0 }
+  const fuse = new Fuse(mountpoint, createHandlers(ov, caller), {
+    timeout: false, // copy-ups may take longer than fuse-native's 15 s watchdog
+    allowOther: o.allowOther,
+    debug: o.debug,
+    maxRead: 131072,
+    extraOptions: fuseOptions(o)
+  })
+  ctx = fuse.callerContext
+  await new Promise<void>((resolve, reject) => {
+    fuse.mount((err) => {
+      if (err !== null) {
+        reject(new SiblingError('SFS_MOUNT_FAILED', `could not mount at ${mountpoint}: ${err.message}`, {
+          cause: err, hint: 'check that /dev/fuse is usable and the mount point is an empty directory', exitCode: 70
+        }))
+      } else resolve()
+    })
+  })
+
+  let unmounted = false
+  let markGone: () => void = () => {}
+  const gone = new Promise<void>((resolve) => { markGone = resolve })
+  // Keeps the process alive while mounted (fuse-native's handles do not) and notices an
+  // unmount made by someone else.
+  const watch = setInterval(() => {
+    if (!isMountPoint(mountpoint)) { clearInterval(watch); unmounted = true; markGone() }
+  }, 1000)
+
+  const unmount = async (): Promise<void> => {
+    if (unmounted) return
+    unmounted = true
+    clearInterval(watch)
+    await new Promise<void>((resolve) => {
+      fuse.unmount((err) => {
+        if (err !== null && isMountPoint(mountpoint)) {
+          process.stderr.write(`siblingfs: unmount of ${mountpoint} failed: ${err.message}\n`)
+        }
+        resolve()
+      })
+    })
+    markGone()
+  }
+  return { unmount, gone }
+}

@@ -1,0 +1,286 @@
+/**
+ * Copy-up: making the store's sibling of a host entry.
+ *
+ * Owns: the three kinds of promotion into STORE/upper, and their crash-safe order.
+ * - `upperDir(node)`: gives a merged directory an upper directory (and its parents).
+ *   mkdir in place, then owner, xattrs, origin, times. A crash in between leaves an upper
+ *   directory that merges the same host directory: nothing visible changes.
+ * - `meta(dir, name)`: a metadata-only sibling of a host entry (for chmod, chown, utimens,
+ *   xattrs, rename and link of a file whose bytes do not change). Built complete in work/
+ *   (a regular file gets no bytes, and origin data="host"), then renamed into place: the
+ *   rename is the commit point.
+ * - `data(...)`: the bytes. For a host entry or a metadata-only sibling with one link:
+ *   a temp file in work/, data copied, metadata copied, fsync, rename into place (commit).
+ *   For a metadata-only sibling with several hard links (one inode with several names, which
+ *   a rename would split): the bytes are copied into the sibling itself, fsync, and the
+ *   origin's data field flips to "store" (commit; before it, readers still use the host).
+ * Each data copy-up runs at most once per sibling at a time: concurrent openers await the
+ * same promise. The copy itself runs off the event loop (copy_file_range in libuv's pool)
+ * while other requests are served; the `Gate` keeps namespace changes (unlink, rename,
+ * rmdir, link) from running while a copy is in flight, so the copy's final rename always
+ * lands at the name it was made for.
+ * Temp names are `<pid>-<counter>`: the pid tells daemons apart in a store another daemon
+ * crashed in (work/ is emptied at mount, but a name must never collide before that), and
+ * the counter is unique within this single-threaded process.
+ * Does not: decide when to copy up; overlay.ts does.
+ */
+import fs from 'node:fs'
+import { SiblingError, isCode } from '../errors.js'
+import { XATTR_PREFIX, type Origin } from '../store/format.js'
+import { lgetxattr, llistxattr, lsetxattr, mknod, utimensat } from '../sys/native.js'
+import { at, lstatOrNull, splitPath, type DirNode, type Resolver } from './resolve.js'
+import type { InodeTable } from './inodes.js'
+
+const NS = 1000000000n
+
+/** Seconds and nanoseconds of a bigint ns timestamp. */
+export function secNsec (ns: bigint): [number, number] {
+  return [Number(ns / NS), Number(ns % NS)]
+}
+
+/** Waits namespace changes out while data copy-ups are in flight. */
+export class Gate {
+  private active = 0
+  private waiters: Array<() => void> = []
+
+  enter (): void { this.active++ }
+
+  leave (): void {
+    this.active--
+    if (this.active === 0) {
+      const w = this.waiters
+      this.waiters = []
+      for (const resolve of w) resolve()
+    }
+  }
+
+  /** Resolves when no copy-up is in flight; null (no promise) when none is. */
+  quiet (): Promise<void> | null {
+    if (this.active === 0) return null
+    return new Promise(resolve => this.waiters.push(resolve))
+  }
+}
+
+export interface CopyUpContext {
+  resolver: Resolver
+  inodes: InodeTable
+  /** O_PATH descriptor of STORE/work. */
+  workFd: number
+  /** Whether the daemon may chown (it runs as root). */
+  canChown: boolean
+}
+
+export class CopyUp {
+  private counter = 0
+  private readonly inflight = new Map<string, Promise<void>>()
+  readonly gate = new Gate()
+
+  constructor (private readonly ctx: CopyUpContext) {}
+
+  /** A fresh path in work/. */
+  tmp (): string {
+    return at(this.ctx.workFd, String(process.pid) + '-' + String(++this.counter))
+  }
+
+  /** Ensures merged directory `node` has an upper directory. */
+  upperDir (node: DirNode): void {
+    if (node.hasUpper) return
+    const [parentPath, name] = splitPath(node.path)
+    const parent = this.ctx.resolver.dir(parentPath)
+    this.upperDir(parent)
+    const hostSelf = at(node.hostFd, '.')
+    const st = fs.lstatSync(hostSelf, { bigint: true })
+    const up = parent.upperAt(name)
+    try {
+      fs.mkdirSync(up, Number(st.mode) & 0o7777)
+    } catch (err) {
+      if (!isCode(err, 'EEXIST')) throw err
+    }
+    this.copyMeta(hostSelf, up, st, { path: node.hostRel ?? '', dev: Number(st.dev), ino: Number(st.ino), size: 0, mtimeNs: String(st.mtimeNs), data: 'store' })
+    node.upperFd = fs.openSync(up, 0o10000000 | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW)
+  }
+
+  /**
+   * Copies owner, mode, user xattrs, the origin record and times from host entry `src`
+   * (stat `st`) onto store entry `dst`.
+   */
+  copyMeta (src: string, dst: string, st: fs.BigIntStats, origin: Origin | null): void {
+    const isLink = st.isSymbolicLink()
+    if (this.ctx.canChown) fs.lchownSync(dst, Number(st.uid), Number(st.gid))
+    if (!isLink) {
+      fs.chmodSync(dst, Number(st.mode) & 0o7777) // after chown, which clears set-id bits
+      for (const name of safeList(src)) {
+        if (!name.startsWith('user.') || name.startsWith(XATTR_PREFIX)) continue
+        const v = lgetxattr(src, name)
+        if (v !== null) lsetxattr(dst, name, v, 0)
+      }
+      if (origin !== null) {
+        const dstSt = fs.lstatSync(dst, { bigint: true })
+        this.ctx.inodes.setOrigin(dst, Number(dstSt.ino), origin)
+      }
+    }
+    const [as, an] = secNsec(st.atimeNs)
+    const [ms, mn] = secNsec(st.mtimeNs)
+    utimensat(dst, as, an, ms, mn, true)
+  }
+
+  /**
+   * Makes a metadata-only sibling of host entry `name` in `dir` (which must show the host
+   * entry). Returns the sibling's stat.
+   */
+  meta (dir: DirNode, name: string): fs.BigIntStats {
+    this.upperDir(dir)
+    const src = dir.hostAt(name)
+    const st = fs.lstatSync(src, { bigint: true })
+    const tmp = this.tmp()
+    const mode = Number(st.mode)
+    try {
+      if (st.isFile()) {
+        fs.closeSync(fs.openSync(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, mode & 0o7777))
+      } else if (st.isSymbolicLink()) {
+        fs.symlinkSync(fs.readlinkSync(src), tmp)
+      } else if (st.isDirectory()) {
+        throw new SiblingError('EISDIR', 'EISDIR: ' + name, { path: name })
+      } else {
+        mknod(tmp, mode, Number(st.rdev))
+      }
+      this.copyMeta(src, tmp, st, this.originOf(dir, name, st, 'host'))
+      fs.renameSync(tmp, dir.upperAt(name))
+    } catch (err) {
+      fs.rmSync(tmp, { force: true })
+      throw err
+    }
+    return fs.lstatSync(dir.upperAt(name), { bigint: true })
+  }
+
+  private originOf (dir: DirNode, name: string, st: fs.BigIntStats, data: 'host' | 'store'): Origin {
+    const rel = dir.hostRel === null || dir.hostRel === '' ? name : dir.hostRel + '/' + name
+    return { path: rel, dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), data }
+  }
+
+  /**
+   * Makes sure `name` in `dir` is a sibling that holds its own bytes, copying them from the
+   * host when needed. `truncateTo0` skips the copy (O_TRUNC, truncate to 0).
+   * Resolves when the sibling is committed; rejects with the errno of the failure, leaving
+   * the merged view as it was.
+   */
+  data (dir: DirNode, name: string, truncateTo0: boolean): Promise<void> | null {
+    const up = dir.upperAt(name)
+    const ust = lstatOrNull(up)
+    let origin: Origin | null = null
+    if (ust !== null) {
+      if (!ust.isFile()) return null
+      origin = this.ctx.inodes.origin(up, ust)
+      if (origin === null || origin.data === 'store') return null // already holds its bytes
+    }
+    const key = dir.path + '\0' + name
+    const running = this.inflight.get(key)
+    if (running !== undefined) return running
+    this.upperDir(dir)
+    dir.ref()
+    this.gate.enter()
+    const p = this.copyData(dir, name, ust, origin, truncateTo0).finally(() => {
+      this.inflight.delete(key)
+      this.gate.leave()
+      dir.unref()
+    })
+    this.inflight.set(key, p)
+    return p
+  }
+
+  private async copyData (dir: DirNode, name: string, ust: fs.BigIntStats | null, origin: Origin | null, truncateTo0: boolean): Promise<void> {
+    const up = dir.upperAt(name)
+    // Source of the bytes: the host entry of this name, or the origin of a sibling (a
+    // renamed, metadata-only sibling reads from where it came from).
+    const srcFd = origin === null
+      ? fs.openSync(dir.hostAt(name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
+      : this.openHost(origin.path, fs.constants.O_RDONLY)
+    try {
+      if (ust !== null && ust.nlink > 1n) {
+        // Hard-linked metadata-only sibling: fill it in place, then flip data to "store".
+        const fd = fs.openSync(up, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW)
+        try {
+          fs.ftruncateSync(fd, 0)
+          if (!truncateTo0) await copyBytes(srcFd, fd)
+          fs.fsyncSync(fd)
+        } finally {
+          fs.closeSync(fd)
+        }
+        if (origin !== null) this.ctx.inodes.setOrigin(up, Number(ust.ino), { ...origin, data: 'store' })
+        return
+      }
+      // One link: build the whole sibling in work/, then rename it into place.
+      const tmp = this.tmp()
+      let fd = -1
+      try {
+        fd = fs.openSync(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o600)
+        if (!truncateTo0) await copyBytes(srcFd, fd)
+        fs.fsyncSync(fd)
+        fs.closeSync(fd)
+        fd = -1
+        if (ust !== null) {
+          // A metadata-only sibling already holds the current metadata and origin.
+          this.copyMeta(up, tmp, ust, { ...(origin as Origin), data: 'store' })
+        } else {
+          const hst = fs.fstatSync(srcFd, { bigint: true })
+          this.copyMeta(dir.hostAt(name), tmp, hst, this.originOf(dir, name, hst, 'store'))
+        }
+        fs.renameSync(tmp, up)
+        if (ust !== null) this.ctx.inodes.forget(Number(ust.ino))
+      } catch (err) {
+        if (fd >= 0) fs.closeSync(fd)
+        fs.rmSync(tmp, { force: true })
+        throw err
+      }
+    } finally {
+      fs.closeSync(srcFd)
+    }
+  }
+
+  /** Opens a host file by host-relative path; no link is followed on the way. */
+  openHost (rel: string, flags: number): number {
+    const i = rel.lastIndexOf('/')
+    const dirFd = this.ctx.resolver.openHostDir(i < 0 ? '' : rel.slice(0, i))
+    if (dirFd < 0) throw new SiblingError('EIO', `the host original ${rel} of a sibling is gone`, { path: rel })
+    try {
+      return fs.openSync(at(dirFd, i < 0 ? rel : rel.slice(i + 1)), flags | fs.constants.O_NOFOLLOW)
+    } catch (err) {
+      if (isCode(err, 'ENOENT')) throw new SiblingError('EIO', `the host original ${rel} of a sibling is gone`, { path: rel, cause: err })
+      throw err
+    }
+  }
+}
+
+function safeList (p: string): string[] {
+  try {
+    return llistxattr(p)
+  } catch (err) {
+    if (isCode(err, 'EOPNOTSUPP') || isCode(err, 'ENOTSUP')) return []
+    throw err
+  }
+}
+
+function readAsync (fd: number, buf: Buffer, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.read(fd, buf, 0, buf.length, pos, (err, n) => { if (err !== null) reject(err); else resolve(n) })
+  })
+}
+
+function writeAsync (fd: number, buf: Buffer, off: number, len: number, pos: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.write(fd, buf, off, len, pos, (err, n) => { if (err !== null) reject(err); else resolve(n) })
+  })
+}
+
+/** Copies all bytes of `srcFd` into `dstFd` from offset 0, in libuv's pool (1 MiB steps). */
+async function copyBytes (srcFd: number, dstFd: number): Promise<void> {
+  const buf = Buffer.allocUnsafe(1 << 20)
+  let pos = 0
+  for (;;) {
+    const n = await readAsync(srcFd, buf, pos)
+    if (n === 0) break
+    let off = 0
+    while (off < n) off += await writeAsync(dstFd, buf, off, n - off, pos + off)
+    pos += n
+  }
+}

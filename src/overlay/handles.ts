@@ -1,0 +1,92 @@
+/**
+ * Open files of the merged view.
+ *
+ * Owns: the table fh -> Handle. A handle owns one descriptor and the open flags; it does
+ * not own a path (after unlink or rename it keeps working, like an open file on ext4).
+ * Contract:
+ * - fh numbers are small positive integers, reused after release (0 is never used: it
+ *   means "no handle" to fuse-native).
+ * - A read-only handle on a host original is registered under the original's identity, so
+ *   that when the file is copied up, `retarget` moves every such handle to the sibling:
+ *   a reader sees what a reader on ext4 would see, the written data.
+ * Does not: resolve paths or copy anything.
+ */
+import fs from 'node:fs'
+
+export interface Handle {
+  fd: number
+  flags: number
+  /** Merged inode number, for fstat of an unlinked file. */
+  ino: number
+  /** Where the descriptor points: the host original, or the store. */
+  layer: 'host' | 'upper'
+  /** Identity of the host original ("dev:ino") while layer is 'host'. */
+  hostKey: string | null
+}
+
+export class HandleTable {
+  private readonly table: Array<Handle | undefined> = [undefined]
+  private readonly free: number[] = []
+  private readonly byHost = new Map<string, Set<Handle>>()
+
+  add (h: Handle): number {
+    const fh = this.free.pop() ?? this.table.length
+    this.table[fh] = h
+    if (h.hostKey !== null) {
+      let set = this.byHost.get(h.hostKey)
+      if (set === undefined) { set = new Set(); this.byHost.set(h.hostKey, set) }
+      set.add(h)
+    }
+    return fh
+  }
+
+  get (fh: number): Handle | undefined {
+    return this.table[fh]
+  }
+
+  /** Removes and closes a handle. */
+  release (fh: number): void {
+    const h = this.table[fh]
+    if (h === undefined) return
+    this.table[fh] = undefined
+    this.free.push(fh)
+    this.unregister(h)
+    fs.closeSync(h.fd)
+  }
+
+  private unregister (h: Handle): void {
+    if (h.hostKey === null) return
+    const set = this.byHost.get(h.hostKey)
+    if (set === undefined) return
+    set.delete(h)
+    if (set.size === 0) this.byHost.delete(h.hostKey)
+  }
+
+  /** Points every read handle on host original `hostKey` at the sibling opened by `open`. */
+  retarget (hostKey: string, open: () => number): void {
+    const set = this.byHost.get(hostKey)
+    if (set === undefined) return
+    for (const h of set) {
+      const fd = open()
+      fs.closeSync(h.fd)
+      h.fd = fd
+      h.layer = 'upper'
+      h.hostKey = null
+    }
+    this.byHost.delete(hostKey)
+  }
+
+  get openCount (): number {
+    return this.table.length - 1 - this.free.length
+  }
+
+  closeAll (): void {
+    for (let fh = 1; fh < this.table.length; fh++) {
+      const h = this.table[fh]
+      if (h !== undefined) { try { fs.closeSync(h.fd) } catch { /* closing anyway */ } }
+    }
+    this.table.length = 1
+    this.free.length = 0
+    this.byHost.clear()
+  }
+}

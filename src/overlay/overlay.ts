@@ -1,0 +1,685 @@
+/**
+ * The merged view: POSIX semantics of a host tree with the store's changes on top.
+ *
+ * Owns: what every file-system operation means, as ext4 would answer it, expressed as
+ * steps on the two layers: the host tree (read-only, never written, never chmod-ed) and
+ * STORE/upper (writable). Paths are merged-view paths ('/', '/a/b').
+ *
+ * Error handling: every failure is thrown as an error with an errno name in `code`
+ * (SiblingError, or Node's own fs errors, which carry the same field); the FUSE boundary
+ * turns it into an errno. Operations return a value, or a Promise when they may wait for a
+ * data copy-up (open for writing, truncate) or for copy-ups to finish (namespace changes).
+ *
+ * Crash safety: each operation is one atomic step on the store (a rename, an exchange, an
+ * xattr write), prepared by steps that change nothing visible. The one exception, a rename
+ * whose source must leave a whiteout behind, is covered by an intent file in work/ that the
+ * next mount completes (`replayIntents`).
+ *
+ * Does not: talk to FUSE (src/fuse/), or know the store's files beyond format.ts' names.
+ */
+import fs from 'node:fs'
+import { fail, isCode } from '../errors.js'
+import { XATTR, XATTR_ESCAPE, XATTR_PREFIX, storePaths } from '../store/format.js'
+import { lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod as mknodAt, renameat2, RENAME_EXCHANGE, utimensat } from '../sys/native.js'
+import { CopyUp } from './copyup.js'
+import { HandleTable, type Handle } from './handles.js'
+import { InodeTable } from './inodes.js'
+import { Resolver, at, isWhiteout, lstatOrNull, splitPath, type DirNode } from './resolve.js'
+
+const C = fs.constants
+const O_ACCMODE = 3
+/** Open flags passed on to the store's descriptor of a writable handle. */
+const PASS_FLAGS = C.O_APPEND | C.O_SYNC | C.O_DSYNC
+const S_IFMT = 0o170000
+const S_ISGID = 0o2000
+
+/** Who makes a request: new entries belong to them (when the daemon runs as root). */
+export interface Caller { uid: number, gid: number, pid: number }
+
+/** The attributes of a merged-view entry. */
+export interface Attr {
+  st: fs.BigIntStats
+  ino: number
+  size: bigint
+  nlink: number
+}
+
+export interface StatFs {
+  bsize: number, frsize: number, blocks: number, bfree: number, bavail: number
+  files: number, ffree: number, favail: number, namemax: number
+}
+
+export interface OverlayOptions {
+  /** Real path of the host tree. */
+  host: string
+  /** Store root (format.ts layout). */
+  store: string
+  /** How many directories to keep resolved (2 descriptors each). */
+  maxDirs?: number
+}
+
+/** An entry found in one layer. `path` is its `*at` path. */
+interface Found {
+  dir: DirNode
+  name: string
+  layer: 'upper' | 'host'
+  path: string
+  st: fs.BigIntStats
+}
+
+export class Overlay {
+  readonly resolver: Resolver
+  readonly inodes: InodeTable
+  readonly handles = new HandleTable()
+  readonly copyup: CopyUp
+  private readonly canChown: boolean
+  private readonly workFd: number
+  private readonly upperRoot: string
+  private intentCounter = 0
+  /**
+   * Hidden files: libfuse renames a file that is unlinked while open to
+   * `<dir>/.fuse_hidden<hex>` and unlinks that name at the last release. We move such a
+   * file to work/ instead, so it is in no directory of the merged view; this map finds it
+   * by the name libfuse uses. work/ is emptied at mount, which is what should happen to
+   * them after a crash. Merged path -> `*at` path in work/.
+   */
+  private readonly hidden = new Map<string, string>()
+
+  constructor (opts: OverlayOptions) {
+    const sp = storePaths(opts.store)
+    this.upperRoot = sp.upper
+    this.resolver = new Resolver({ hostRoot: opts.host, upperRoot: sp.upper, maxDirs: opts.maxDirs ?? 4096 })
+    this.workFd = fs.openSync(sp.work, 0o10000000 | C.O_DIRECTORY)
+    const hostSt = fs.statSync(opts.host)
+    const storeSt = fs.statSync(sp.upper)
+    this.inodes = new InodeTable(hostSt.dev, storeSt.dev)
+    this.canChown = process.geteuid?.() === 0
+    this.copyup = new CopyUp({ resolver: this.resolver, inodes: this.inodes, workFd: this.workFd, canChown: this.canChown })
+    this.initRoot()
+    this.replayIntents()
+  }
+
+  /** The store's root takes the host root's owner, mode and times once, at creation. */
+  private initRoot (): void {
+    const root = this.resolver.dir('/')
+    const self = root.upperSelf
+    const ust = fs.lstatSync(self, { bigint: true })
+    if (this.inodes.origin(self, ust) !== null) return
+    const hself = at(root.hostFd, '.')
+    const hst = fs.lstatSync(hself, { bigint: true })
+    this.copyup.copyMeta(hself, self, hst, { path: '', dev: Number(hst.dev), ino: Number(hst.ino), size: 0, mtimeNs: String(hst.mtimeNs), data: 'store' })
+  }
+
+  close (): void {
+    this.handles.closeAll()
+    this.resolver.close()
+    fs.closeSync(this.workFd)
+  }
+
+  // ---- lookup -------------------------------------------------------------------------
+
+  /** The entry `name` of `dir` in the layer that shows it, or null. */
+  private lookup (dir: DirNode, name: string): Found | null {
+    if (dir.hasUpper) {
+      const up = dir.upperAt(name)
+      const st = lstatOrNull(up)
+      if (st !== null) {
+        if (isWhiteout(up, st)) return null
+        return { dir, name, layer: 'upper', path: up, st }
+      }
+    }
+    if (dir.hasHost) {
+      const hp = dir.hostAt(name)
+      const st = lstatOrNull(hp)
+      if (st !== null) return { dir, name, layer: 'host', path: hp, st }
+    }
+    return null
+  }
+
+  private find (p: string): Found {
+    const hid = this.hidden.get(p)
+    if (hid !== undefined) {
+      const root = this.resolver.dir('/')
+      return { dir: root, name: '', layer: 'upper', path: hid, st: fs.lstatSync(hid, { bigint: true }) }
+    }
+    if (p === '/') {
+      const root = this.resolver.dir('/')
+      const self = root.upperSelf
+      return { dir: root, name: '.', layer: 'upper', path: self, st: fs.lstatSync(self, { bigint: true }) }
+    }
+    const [dp, name] = splitPath(p)
+    const f = this.lookup(this.resolver.dir(dp), name)
+    if (f === null) fail('ENOENT', p)
+    return f
+  }
+
+  /** Whether the host side of `dir` has an entry `name` (which a change must hide). */
+  private hostHas (dir: DirNode, name: string): boolean {
+    return dir.hasHost && lstatOrNull(dir.hostAt(name)) !== null
+  }
+
+  private attrOf (f: Found): Attr {
+    const st = f.st
+    if (f.layer === 'host') {
+      return { st, ino: this.inodes.map(Number(st.dev), Number(st.ino)), size: st.size, nlink: Number(st.nlink) }
+    }
+    const o = this.inodes.origin(f.path, st)
+    if (o === null) return { st, ino: this.inodes.map(Number(st.dev), Number(st.ino)), size: st.size, nlink: Number(st.nlink) }
+    const ino = this.inodes.map(o.dev, o.ino)
+    if (st.isDirectory()) {
+      // A directory merged with a host directory: its link count would count only the
+      // store's subdirectories. 1 tells find(1) and friends "unknown", as btrfs does.
+      return { st, ino, size: st.size, nlink: 1 }
+    }
+    return { st, ino, size: o.data === 'host' && st.isFile() ? BigInt(o.size) : st.size, nlink: Number(st.nlink) }
+  }
+
+  // ---- reading the tree -----------------------------------------------------------------
+
+  getattr (p: string): Attr {
+    return this.attrOf(this.find(p))
+  }
+
+  /** Attributes through an open handle (fstat); works after the name is gone. */
+  fgetattr (p: string | null, fh: number): Attr {
+    if (p !== null) {
+      try { return this.getattr(p) } catch (err) { if (!isCode(err, 'ENOENT')) throw err }
+    }
+    const h = this.handle(fh)
+    const st = fs.fstatSync(h.fd, { bigint: true })
+    return { st, ino: h.ino, size: st.size, nlink: Number(st.nlink) }
+  }
+
+  /** The merged entries of directory `p`, with '.' and '..' first, as ext4 lists them. */
+  readdir (p: string): { names: string[], attrs: Attr[] } {
+    const node = this.resolver.dir(p)
+    const names: string[] = ['.', '..']
+    const self = this.getattr(p)
+    const attrs: Attr[] = [self, p === '/' ? self : this.getattr(splitPath(p)[0])]
+    this.eachEntry(node, (f) => {
+      names.push(f.name)
+      attrs.push(this.attrOf(f))
+      return true
+    })
+    return { names, attrs }
+  }
+
+  /** Calls `fn` for each visible entry of `node` until it returns false. */
+  private eachEntry (node: DirNode, fn: (f: Found) => boolean): void {
+    const seen = new Set<string>()
+    if (node.hasUpper) {
+      for (const name of fs.readdirSync(at(node.upperFd, ''))) {
+        const up = node.upperAt(name)
+        const st = lstatOrNull(up)
+        if (st === null) continue
+        seen.add(name)
+        if (isWhiteout(up, st)) continue
+        if (!fn({ dir: node, name, layer: 'upper', path: up, st })) return
+      }
+    }
+    if (node.hasHost) {
+      for (const name of fs.readdirSync(at(node.hostFd, ''))) {
+        if (seen.has(name)) continue
+        const hp = node.hostAt(name)
+        const st = lstatOrNull(hp)
+        if (st === null) continue
+        if (!fn({ dir: node, name, layer: 'host', path: hp, st })) return
+      }
+    }
+  }
+
+  private isEmptyDir (node: DirNode): boolean {
+    let empty = true
+    this.eachEntry(node, () => { empty = false; return false })
+    return empty
+  }
+
+  readlink (p: string): string {
+    const f = this.find(p)
+    if (!f.st.isSymbolicLink()) fail('EINVAL', p)
+    return fs.readlinkSync(f.path)
+  }
+
+  access (p: string, _mode: number): void {
+    this.find(p)
+  }
+
+  statfs (): StatFs {
+    const s = fs.statfsSync(this.upperRoot)
+    return { bsize: s.bsize, frsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, favail: s.ffree, namemax: 255 }
+  }
+
+  // ---- open files -----------------------------------------------------------------------
+
+  private handle (fh: number): Handle {
+    const h = this.handles.get(fh)
+    if (h === undefined) fail('EBADF', String(fh))
+    return h
+  }
+
+  /** Opens `p`. Read-only opens of unchanged files use the host original, no copy. */
+  open (p: string, flags: number): number | Promise<number> {
+    const f = this.find(p)
+    if (f.st.isDirectory()) {
+      if ((flags & O_ACCMODE) !== C.O_RDONLY) fail('EISDIR', p)
+    }
+    const writes = (flags & O_ACCMODE) !== C.O_RDONLY || (flags & C.O_TRUNC) !== 0
+    if (!writes) return this.openRead(f)
+    if (!f.st.isFile()) fail('EINVAL', p)
+    const pending = this.copyup.data(f.dir, f.name, (flags & C.O_TRUNC) !== 0)
+    if (pending === null) return this.openWrite(f.dir, f.name, flags)
+    return pending.then(() => this.openWrite(f.dir, f.name, flags))
+  }
+
+  private openRead (f: Found): number {
+    const attr = this.attrOf(f)
+    if (f.layer === 'host') {
+      const fd = fs.openSync(f.path, C.O_RDONLY | C.O_NOFOLLOW)
+      return this.handles.add({ fd, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${f.st.dev}:${f.st.ino}` })
+    }
+    const o = this.inodes.origin(f.path, f.st)
+    if (o !== null && o.data === 'host' && f.st.isFile()) {
+      const fd = this.copyup.openHost(o.path, C.O_RDONLY)
+      return this.handles.add({ fd, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${o.dev}:${o.ino}` })
+    }
+    const fd = fs.openSync(f.path, C.O_RDONLY | C.O_NOFOLLOW)
+    return this.handles.add({ fd, flags: C.O_RDONLY, ino: attr.ino, layer: 'upper', hostKey: null })
+  }
+
+  /** Opens the (now data-holding) sibling for writing, and moves host readers onto it. */
+  private openWrite (dir: DirNode, name: string, flags: number): number {
+    const up = dir.upperAt(name)
+    const fd = fs.openSync(up, C.O_RDWR | C.O_NOFOLLOW | (flags & (PASS_FLAGS | C.O_TRUNC)))
+    const st = fs.fstatSync(fd, { bigint: true })
+    const o = this.inodes.origin(up, st)
+    if (o !== null) this.handles.retarget(`${o.dev}:${o.ino}`, () => fs.openSync(up, C.O_RDONLY | C.O_NOFOLLOW))
+    const ino = o !== null ? this.inodes.map(o.dev, o.ino) : this.inodes.map(Number(st.dev), Number(st.ino))
+    return this.handles.add({ fd, flags, ino, layer: 'upper', hostKey: null })
+  }
+
+  read (fh: number, buf: Buffer, len: number, pos: number): number {
+    return fs.readSync(this.handle(fh).fd, buf, 0, len, pos)
+  }
+
+  write (fh: number, buf: Buffer, len: number, pos: number): number {
+    const h = this.handle(fh)
+    if (h.layer !== 'upper') fail('EBADF', String(fh))
+    return fs.writeSync(h.fd, buf, 0, len, pos)
+  }
+
+  release (fh: number): void {
+    this.handles.release(fh)
+  }
+
+  fsync (fh: number, datasync: boolean): void {
+    const h = this.handle(fh)
+    if (h.layer !== 'upper') return // nothing of ours to flush; the host is not ours to touch
+    if (datasync) fs.fdatasyncSync(h.fd)
+    else fs.fsyncSync(h.fd)
+  }
+
+  fsyncdir (p: string): void {
+    const node = this.resolver.dir(p)
+    if (!node.hasUpper) return
+    const fd = fs.openSync(at(node.upperFd, '.'), C.O_RDONLY | C.O_DIRECTORY)
+    try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
+  }
+
+  truncate (p: string, size: number): void | Promise<void> {
+    const f = this.find(p)
+    if (f.st.isDirectory()) fail('EISDIR', p)
+    if (!f.st.isFile()) fail('EINVAL', p)
+    const pending = this.copyup.data(f.dir, f.name, size === 0)
+    if (pending === null) { fs.truncateSync(f.dir.upperAt(f.name), size); return }
+    return pending.then(() => fs.truncateSync(f.dir.upperAt(f.name), size))
+  }
+
+  ftruncate (fh: number, size: number): void {
+    const h = this.handle(fh)
+    if (h.layer !== 'upper') fail('EBADF', String(fh))
+    fs.ftruncateSync(h.fd, size)
+  }
+
+  // ---- new entries ----------------------------------------------------------------------
+
+  /**
+   * Prepares `name` in `dir` for a new entry: gives the directory an upper copy and says
+   * whether a whiteout must be replaced. Throws EEXIST when the name is taken.
+   */
+  private prepareNew (dir: DirNode, name: string): { whiteout: boolean, parent: fs.BigIntStats } {
+    this.copyup.upperDir(dir)
+    const up = dir.upperAt(name)
+    const st = lstatOrNull(up)
+    if (st !== null && !isWhiteout(up, st)) fail('EEXIST', name)
+    if (st === null && this.hostHas(dir, name)) fail('EEXIST', name)
+    return { whiteout: st !== null, parent: fs.lstatSync(dir.upperSelf, { bigint: true }) }
+  }
+
+  /** Gives a new entry to its creator, as ext4 would (set-gid directories pass their group). */
+  private own (p: string, caller: Caller, parent: fs.BigIntStats, isDir: boolean): void {
+    if (!this.canChown) return
+    const setgid = (Number(parent.mode) & S_ISGID) !== 0
+    fs.lchownSync(p, caller.uid, setgid ? Number(parent.gid) : caller.gid)
+    if (setgid && isDir) {
+      const st = fs.lstatSync(p)
+      fs.chmodSync(p, (st.mode & 0o7777) | S_ISGID)
+    }
+  }
+
+  /**
+   * Makes a new entry with `make(path)` at `name` of `dir`: directly when the name is free in
+   * the store, or built in work/ and renamed over the whiteout it replaces (atomic).
+   */
+  private makeEntry (dir: DirNode, name: string, caller: Caller, isDir: boolean, make: (p: string) => void): void {
+    const { whiteout, parent } = this.prepareNew(dir, name)
+    const up = dir.upperAt(name)
+    if (!whiteout) {
+      make(up)
+      try {
+        this.own(up, caller, parent, isDir)
+      } catch (err) {
+        fs.rmSync(up, { recursive: true, force: true })
+        throw err
+      }
+      return
+    }
+    const tmp = this.copyup.tmp()
+    try {
+      make(tmp)
+      this.own(tmp, caller, parent, isDir)
+      if (isDir) {
+        // A directory re-created where one was deleted starts empty: hide the host's.
+        lsetxattr(tmp, XATTR.opaque, Buffer.from('y'), 0)
+        renameat2(tmp, up, RENAME_EXCHANGE)
+        fs.rmSync(tmp, { force: true }) // the whiteout it replaced
+      } else {
+        fs.renameSync(tmp, up)
+      }
+    } catch (err) {
+      fs.rmSync(tmp, { recursive: true, force: true })
+      throw err
+    }
+  }
+
+  create (p: string, mode: number, flags: number, caller: Caller): number | Promise<number> {
+    const [dp, name] = splitPath(p)
+    const dir = this.resolver.dir(dp)
+    if (this.lookup(dir, name) !== null) {
+      if ((flags & C.O_EXCL) !== 0) fail('EEXIST', p)
+      return this.open(p, flags)
+    }
+    let fd = -1
+    this.makeEntry(dir, name, caller, false, (q) => {
+      fd = fs.openSync(q, C.O_CREAT | C.O_EXCL | C.O_RDWR | C.O_NOFOLLOW | (flags & PASS_FLAGS), mode & 0o7777)
+    })
+    const st = fs.fstatSync(fd, { bigint: true })
+    return this.handles.add({ fd, flags, ino: this.inodes.map(Number(st.dev), Number(st.ino)), layer: 'upper', hostKey: null })
+  }
+
+  mknod (p: string, mode: number, rdev: number, caller: Caller): void {
+    const type = mode & S_IFMT
+    if ((type === C.S_IFCHR || type === C.S_IFBLK) && caller.uid !== 0) fail('EPERM', p)
+    const [dp, name] = splitPath(p)
+    this.makeEntry(this.resolver.dir(dp), name, caller, false, (q) => {
+      if (type === C.S_IFREG || type === 0) fs.closeSync(fs.openSync(q, C.O_CREAT | C.O_EXCL | C.O_WRONLY, mode & 0o7777))
+      else mknodAt(q, mode, rdev)
+    })
+  }
+
+  mkdir (p: string, mode: number, caller: Caller): void {
+    const [dp, name] = splitPath(p)
+    this.makeEntry(this.resolver.dir(dp), name, caller, true, (q) => fs.mkdirSync(q, mode & 0o7777))
+    this.resolver.invalidate(p)
+  }
+
+  symlink (target: string, p: string, caller: Caller): void {
+    const [dp, name] = splitPath(p)
+    this.makeEntry(this.resolver.dir(dp), name, caller, false, (q) => fs.symlinkSync(target, q))
+  }
+
+  async link (src: string, dst: string): Promise<void> {
+    await this.copyup.gate.quiet()
+    const f = this.find(src)
+    if (f.st.isDirectory()) fail('EPERM', src)
+    const [ddp, dname] = splitPath(dst)
+    const ddir = this.resolver.dir(ddp)
+    if (this.lookup(ddir, dname) !== null) fail('EEXIST', dst)
+    if (f.layer === 'host') this.copyup.meta(f.dir, f.name)
+    const srcUp = f.dir.upperAt(f.name)
+    const { whiteout } = this.prepareNew(ddir, dname)
+    const up = ddir.upperAt(dname)
+    if (!whiteout) { fs.linkSync(srcUp, up); return }
+    const tmp = this.copyup.tmp()
+    fs.linkSync(srcUp, tmp)
+    try { fs.renameSync(tmp, up) } catch (err) { fs.rmSync(tmp, { force: true }); throw err }
+  }
+
+  // ---- removing and renaming --------------------------------------------------------------
+
+  /** Atomically puts a whiteout at `name` of `dir` (which has an upper copy), replacing a non-directory. */
+  private whiteout (dir: DirNode, name: string): void {
+    const tmp = this.makeWhiteoutFile()
+    try { fs.renameSync(tmp, dir.upperAt(name)) } catch (err) { fs.rmSync(tmp, { force: true }); throw err }
+  }
+
+  private makeWhiteoutFile (): string {
+    const tmp = this.copyup.tmp()
+    fs.closeSync(fs.openSync(tmp, C.O_CREAT | C.O_EXCL | C.O_WRONLY, 0o600))
+    lsetxattr(tmp, XATTR.whiteout, Buffer.from('y'), 0)
+    return tmp
+  }
+
+  async unlink (p: string): Promise<void> {
+    await this.copyup.gate.quiet()
+    const hid = this.hidden.get(p)
+    if (hid !== undefined) {
+      this.hidden.delete(p)
+      fs.rmSync(hid, { force: true })
+      return
+    }
+    const f = this.find(p)
+    if (f.st.isDirectory()) fail('EISDIR', p)
+    if (!this.hostHas(f.dir, f.name)) {
+      fs.unlinkSync(f.path) // only in the store
+      return
+    }
+    this.copyup.upperDir(f.dir)
+    this.whiteout(f.dir, f.name)
+  }
+
+  async rmdir (p: string): Promise<void> {
+    await this.copyup.gate.quiet()
+    if (p === '/') fail('EBUSY', p)
+    const [dp, name] = splitPath(p)
+    const dir = this.resolver.dir(dp)
+    const f = this.lookup(dir, name)
+    if (f === null) fail('ENOENT', p)
+    if (!f.st.isDirectory()) fail('ENOTDIR', p)
+    const node = this.resolver.dir(p)
+    if (!this.isEmptyDir(node)) fail('ENOTEMPTY', p)
+    const hostHas = this.hostHas(dir, name)
+    if (f.layer === 'upper') {
+      const tmp = hostHas ? this.makeWhiteoutFile() : this.copyup.tmp()
+      if (hostHas) renameat2(tmp, f.path, RENAME_EXCHANGE) // the whiteout takes its place
+      else fs.renameSync(f.path, tmp)
+      this.resolver.invalidate(p)
+      fs.rmSync(tmp, { recursive: true, force: true }) // only whiteouts were left in it
+    } else {
+      this.copyup.upperDir(dir)
+      this.whiteout(dir, name)
+      this.resolver.invalidate(p)
+    }
+  }
+
+  async rename (src: string, dst: string): Promise<void> {
+    await this.copyup.gate.quiet()
+    if (src === dst) { this.find(src); return }
+    if (dst.startsWith(src + '/')) fail('EINVAL', dst)
+    const [sdp, sname] = splitPath(src)
+    const [ddp, dname] = splitPath(dst)
+    const sdir = this.resolver.dir(sdp)
+    const ddir = this.resolver.dir(ddp)
+    const sf = this.lookup(sdir, sname)
+    if (sf === null) fail('ENOENT', src)
+    if (dname.startsWith('.fuse_hidden') && !sf.st.isDirectory()) return this.hide(sf, dst)
+    const df = this.lookup(ddir, dname)
+    const isDir = sf.st.isDirectory()
+    if (df !== null) {
+      if (isDir && !df.st.isDirectory()) fail('ENOTDIR', dst)
+      if (!isDir && df.st.isDirectory()) fail('EISDIR', dst)
+      if (isDir && !this.isEmptyDir(this.resolver.dir(dst))) fail('ENOTEMPTY', dst)
+      if (!isDir && this.attrOf(sf).ino === this.attrOf(df).ino) return // two links of one file
+    }
+    if (src.startsWith(dst + '/')) fail('ENOTEMPTY', dst) // dst is an ancestor of src: not empty
+
+    // 1. The source gets an upper copy that keeps showing what it shows now.
+    this.copyup.upperDir(sdir)
+    this.copyup.upperDir(ddir)
+    if (isDir) {
+      const node = this.resolver.dir(src)
+      this.copyup.upperDir(node)
+      const self = node.upperSelf
+      if (node.hasHost) {
+        if (lgetxattr(self, XATTR.redirect) === null) lsetxattr(self, XATTR.redirect, Buffer.from(node.hostRel ?? ''), 0)
+      } else if (lgetxattr(self, XATTR.opaque) === null) {
+        lsetxattr(self, XATTR.opaque, Buffer.from('y'), 0)
+      }
+    } else if (sf.layer === 'host') {
+      this.copyup.meta(sdir, sname)
+    }
+    // 2. A directory being replaced holds at most whiteouts: make it opaque, then empty it,
+    //    so that the rename may replace it. Neither step changes what the view shows.
+    const dUp = ddir.upperAt(dname)
+    const dst0 = lstatOrNull(dUp)
+    if (dst0 !== null && dst0.isDirectory()) {
+      const dnode = this.resolver.dir(dst)
+      lsetxattr(dnode.upperSelf, XATTR.opaque, Buffer.from('y'), 0)
+      for (const n of fs.readdirSync(at(dnode.upperFd, ''))) fs.rmSync(dnode.upperAt(n), { recursive: true, force: true })
+    }
+    // 3. The commit: one rename in the store. 4. A host entry at the source must not show
+    //    through: a whiteout, promised by an intent file until it is there.
+    const needsWhiteout = this.hostHas(sdir, sname)
+    const intent = needsWhiteout ? this.writeIntent(src) : null
+    fs.renameSync(sdir.upperAt(sname), dUp)
+    if (dst0 !== null && !dst0.isDirectory()) this.inodes.forget(Number(dst0.ino))
+    this.resolver.invalidate(src)
+    this.resolver.invalidate(dst)
+    if (needsWhiteout) this.whiteout(sdir, sname)
+    if (intent !== null) fs.rmSync(intent, { force: true })
+  }
+
+  /** libfuse hides an open file being unlinked (see `hidden`): move it out of the view. */
+  private hide (f: Found, hiddenPath: string): void {
+    if (f.layer === 'host') this.copyup.meta(f.dir, f.name)
+    const target = this.copyup.tmp()
+    if (this.hostHas(f.dir, f.name)) {
+      fs.linkSync(f.dir.upperAt(f.name), target)
+      this.whiteout(f.dir, f.name)
+    } else {
+      fs.renameSync(f.dir.upperAt(f.name), target)
+    }
+    this.hidden.set(hiddenPath, target)
+  }
+
+  private writeIntent (whiteoutPath: string): string {
+    const p = at(this.workFd, `intent-${process.pid}-${++this.intentCounter}.json`)
+    fs.writeFileSync(p, JSON.stringify({ whiteout: whiteoutPath }) + '\n', { flag: 'wx' })
+    return p
+  }
+
+  /** Completes renames a killed daemon left half done (see rename, step 4). */
+  private replayIntents (): void {
+    for (const n of fs.readdirSync(at(this.workFd, ''))) {
+      if (!n.startsWith('intent-')) continue
+      const p = at(this.workFd, n)
+      try {
+        const { whiteout } = JSON.parse(fs.readFileSync(p, 'utf8')) as { whiteout: string }
+        const [dp, name] = splitPath(whiteout)
+        const dir = this.resolver.dir(dp)
+        if (dir.hasUpper && lstatOrNull(dir.upperAt(name)) === null && this.hostHas(dir, name)) this.whiteout(dir, name)
+      } catch { /* the parent is gone too: nothing shows through */ }
+      fs.rmSync(p, { force: true })
+    }
+  }
+
+  // ---- metadata -----------------------------------------------------------------------
+
+  /** The upper path of `p`, copying it up (metadata only) when it is still the host's. */
+  private upperOf (p: string): string {
+    const f = this.find(p)
+    if (f.layer === 'upper') return f.path
+    if (f.st.isDirectory()) {
+      const node = this.resolver.dir(p)
+      this.copyup.upperDir(node)
+      return node.upperSelf
+    }
+    this.copyup.meta(f.dir, f.name)
+    return f.dir.upperAt(f.name)
+  }
+
+  chmod (p: string, mode: number): void {
+    fs.chmodSync(this.upperOf(p), mode & 0o7777)
+  }
+
+  chown (p: string, uid: number, gid: number): void {
+    const u = uid === 0xffffffff ? -1 : uid
+    const g = gid === 0xffffffff ? -1 : gid
+    if (!this.canChown) {
+      const st = this.find(p).st
+      if ((u !== -1 && u !== Number(st.uid)) || (g !== -1 && g !== Number(st.gid))) fail('EPERM', p)
+    }
+    fs.lchownSync(this.upperOf(p), u, g)
+  }
+
+  utimens (p: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void {
+    utimensat(this.upperOf(p), atimeSec, atimeNsec, mtimeSec, mtimeNsec, true)
+  }
+
+  // ---- extended attributes ------------------------------------------------------------------
+
+  getxattr (p: string, name: string): Buffer {
+    const f = this.find(p)
+    const v = lgetxattr(f.path, f.layer === 'upper' ? storedXattr(name) : name)
+    if (v === null) fail('ENODATA', p)
+    return v
+  }
+
+  listxattr (p: string): string[] {
+    const f = this.find(p)
+    const names = listOrEmpty(f.path)
+    if (f.layer === 'host') return names
+    const out: string[] = []
+    for (const n of names) {
+      if (n.startsWith(XATTR_ESCAPE)) out.push(XATTR_PREFIX + n.slice(XATTR_ESCAPE.length))
+      else if (!n.startsWith(XATTR_PREFIX)) out.push(n)
+    }
+    return out
+  }
+
+  setxattr (p: string, name: string, value: Buffer, flags: number): void {
+    if (!name.startsWith('user.') && !(this.canChown && name.startsWith('trusted.'))) fail('EOPNOTSUPP', p)
+    const f = this.find(p)
+    if (f.st.isSymbolicLink()) fail('EPERM', p) // user.* xattrs are not allowed on symlinks
+    lsetxattr(this.upperOf(p), storedXattr(name), value, flags)
+  }
+
+  removexattr (p: string, name: string): void {
+    const f = this.find(p)
+    if (f.layer === 'host' && lgetxattr(f.path, name) === null) fail('ENODATA', p)
+    lremovexattr(this.upperOf(p), storedXattr(name))
+  }
+}
+
+/** A user's xattr name as stored: names in our own namespace are escaped. */
+function storedXattr (name: string): string {
+  return name.startsWith(XATTR_PREFIX) ? XATTR_ESCAPE + name.slice(XATTR_PREFIX.length) : name
+}
+
+function listOrEmpty (p: string): string[] {
+  try {
+    return llistxattr(p)
+  } catch (err) {
+    if (isCode(err, 'EOPNOTSUPP')) return []
+    throw err
+  }
+}

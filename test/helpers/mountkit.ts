@@ -1,0 +1,120 @@
+/**
+ * Small additions to sandbox.ts for the mount and POSIX tests (sandbox.ts stays as it is).
+ *
+ * - `mtest` / `mtestFailing`: ava's test (or test.failing), skipped when /dev/fuse is missing.
+ * - `FIXTURE`: the host tree most mount tests start from.
+ * - `hostUnchanged(t, m)`: the host tree hashes as it did before the mount.
+ * - `walk(dir)`: every path below a directory (relative, sorted); `fuseHidden(dir)` the
+ *   `.fuse_hidden*` among them.
+ * - `asNobody(cmd)`: runs a shell command as uid/gid 65534 with no supplementary groups.
+ * - `useMountPrepared(t, tree, prep)`: a mount whose host tree `prep` may change after
+ *   makeTree (xattrs, modes of directories) before the daemon starts.
+ */
+import test, { type ExecutionContext } from 'ava'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fuseAvailable, hashTree, makeTree, sh, startMount, type Mount, type TreeNode } from './sandbox.js'
+
+type Impl = (t: ExecutionContext) => Promise<void> | void
+
+export const mtest: (title: string, impl: Impl) => void = fuseAvailable
+  ? (title, impl) => test(title, impl)
+  : (title, impl) => test.skip(title, impl)
+
+export const mtestFailing: (title: string, impl: Impl) => void = fuseAvailable
+  ? (title, impl) => test.failing(title, impl)
+  : (title, impl) => test.skip(title, impl)
+
+/** Deterministic bytes (not all equal, so misplaced blocks are noticed). */
+export function pattern (size: number, seed = 1): Buffer {
+  const b = Buffer.alloc(size)
+  let x = seed >>> 0
+  for (let i = 0; i < size; i++) {
+    x = (x * 1103515245 + 12345) >>> 0
+    b[i] = x >>> 24
+  }
+  return b
+}
+
+export function manyFiles (n: number, prefix = 'f'): { [name: string]: TreeNode } {
+  const o: { [name: string]: TreeNode } = {}
+  for (let i = 0; i < n; i++) o[`${prefix}${String(i).padStart(3, '0')}`] = `content of ${prefix}${i}\n`
+  return o
+}
+
+export function fixture (): { [name: string]: TreeNode } {
+  return {
+    'a.txt': 'alpha\n',
+    'b.txt': 'bravo\n',
+    'big.bin': pattern(1 << 20, 7),
+    'link-to-a': { $symlink: 'a.txt' },
+    dangling: { $symlink: 'nowhere' },
+    secret: { $mode: 0o600, $content: 'top secret\n' },
+    script: { $mode: 0o755, $content: '#!/bin/sh\necho hi\n' },
+    dir: { 'one.txt': '1\n', 'two.txt': '2\n', sub: { 'deep.txt': 'deep\n' } },
+    empty: {},
+    many: { ...manyFiles(200), nested: { 'inner.txt': 'inner\n', deeper: { 'leaf.txt': 'leaf\n' } } }
+  }
+}
+
+export function hostUnchanged (t: ExecutionContext, m: Mount): void {
+  t.is(hashTree(m.host), m.hostHash, 'the host tree must not change')
+}
+
+/** Every path below `dir`, relative and sorted (does not follow symlinks). */
+export function walk (dir: string): string[] {
+  const out: string[] = []
+  const rec = (rel: string): void => {
+    for (const e of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
+      const r = rel === '' ? e.name : rel + '/' + e.name
+      out.push(r)
+      if (e.isDirectory()) rec(r)
+    }
+  }
+  rec('')
+  return out.sort()
+}
+
+export function fuseHidden (dir: string): string[] {
+  return walk(dir).filter(p => path.basename(p).startsWith('.fuse_hidden'))
+}
+
+export function sorted (names: string[]): string[] {
+  return [...names].sort()
+}
+
+export function asNobody (cmd: string, opts: { cwd?: string } = {}): { status: number | null, stdout: string, stderr: string } {
+  const q = cmd.replace(/'/g, `'\\''`)
+  return sh(`setpriv --reuid=65534 --regid=65534 --clear-groups bash -c '${q}'`, opts)
+}
+
+/** Shell-quotes one argument. */
+export function q (s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`
+}
+
+export async function useMountPrepared (t: ExecutionContext, tree: { [name: string]: TreeNode }, prep: (host: string) => void, args: string[] = []): Promise<Mount> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'siblingfs-test-'))
+  const dirs = { root, host: path.join(root, 'host'), mnt: path.join(root, 'mnt'), store: path.join(root, 'store') }
+  fs.mkdirSync(dirs.mnt)
+  makeTree(dirs.host, tree)
+  prep(dirs.host)
+  let m: Mount
+  try {
+    m = await startMount({ dirs, args })
+  } catch (err) {
+    fs.rmSync(root, { recursive: true, force: true })
+    throw err
+  }
+  t.teardown(async () => {
+    await m.cleanup()
+    fs.rmSync(root, { recursive: true, force: true })
+  })
+  return m
+}
+
+/** lstat with bigint fields (nanosecond times). */
+export function lst (p: string): fs.BigIntStats {
+  return fs.lstatSync(p, { bigint: true })
+}

@@ -1,0 +1,253 @@
+/**
+ * Writing: open for write / O_TRUNC / O_APPEND / O_CREAT / O_EXCL (copy-up once),
+ * concurrent writers from several processes, read/write/truncate/ftruncate/fsync, and a
+ * file unlinked while open.
+ */
+import fs from 'node:fs'
+import { spawn } from 'node:child_process'
+import { errOf, storeInfo, useMount } from '../helpers/sandbox.js'
+import { fixture, fuseHidden, hostUnchanged, lst, mtest, pattern, walk } from '../helpers/mountkit.js'
+
+mtest('open for write copies up once; the sibling holds the bytes (origin data "store")', async (t) => {
+  const m = await useMount(t, { host: fixture() })
+  const fd = fs.openSync(m.m('a.txt'), 'r+')
+  t.is(storeInfo(m.u('a.txt')).origin?.data, 'store', 'copied up at open')
+  fs.writeSync(fd, 'A', 0)
+  fs.closeSync(fd)
+  t.is(fs.readFileSync(m.m('a.txt'), 'utf8'), 'Alpha\n')
+  const info = storeInfo(m.u('a.txt'))
+  t.like(info, { exists: true, whiteout: false })
+  t.like(info.origin, { path: 'a.txt', data: 'store' })
+  t.is(fs.readFileSync(m.u('a.txt'), 'utf8'), 'Alpha\n')
+  const storeIno = lst(m.u('a.txt')).ino
+  // a second open for write does not copy again
+  const fd2 = fs.openSync(m.m('a.txt'), 'r+')
+  fs.writeSync(fd2, 'L', 1)
+  fs.closeSync(fd2)
+  t.is(lst(m.u('a.txt')).ino, storeIno, 'same sibling')
+  t.is(fs.readFileSync(m.m('a.txt'), 'utf8'), 'ALpha\n')
+  // the mode and owner came along
+  const hs = lst(m.h('a.txt'))
+  const us = lst(m.u('a.txt'))
+  t.is(us.mode, hs.mode)
+  t.is(us.uid, hs.uid)
+  // a large file copies completely
+  const fd3 = fs.openSync(m.m('big.bin'), 'r+')
+  fs.writeSync(fd3, Buffer.from('XYZ'), 0, 3, 1000)
+  fs.closeSync(fd3)
+  const want = pattern(1 << 20, 7)
+  want.write('XYZ', 1000)
+  t.true(fs.readFileSync(m.m('big.bin')).equals(want))
+  t.true(fs.readFileSync(m.u('big.bin')).equals(want))
+  t.is(storeInfo(m.u('big.bin')).origin?.data, 'store')
+  t.deepEqual(walk(m.u('')).filter(p => !p.startsWith('.')), ['a.txt', 'big.bin'])
+  hostUnchanged(t, m)
+})
+
+mtest('O_TRUNC replaces the content; the sibling does not carry the old bytes', async (t) => {
+  const m = await useMount(t, { host: fixture() })
+  fs.writeFileSync(m.m('b.txt'), 'new') // O_WRONLY|O_CREAT|O_TRUNC
+  t.is(fs.readFileSync(m.m('b.txt'), 'utf8'), 'new')
+  t.is(lst(m.m('b.txt')).size, 3n)
+  t.like(storeInfo(m.u('b.txt')).origin, { path: 'b.txt', data: 'store' })
+  t.is(fs.readFileSync(m.u('b.txt'), 'utf8'), 'new')
+  // truncate-only open, no write
+  fs.closeSync(fs.openSync(m.m('big.bin'), fs.constants.O_WRONLY | fs.constants.O_TRUNC))
+  t.is(lst(m.m('big.bin')).size, 0n)
+  t.is(lst(m.u('big.bin')).size, 0n)
+  t.is(storeInfo(m.u('big.bin')).origin?.data, 'store')
+  hostUnchanged(t, m)
+})
+
+mtest('O_APPEND writes at the end, whatever the position asked', async (t) => {
+  const m = await useMount(t, { host: fixture() })
+  fs.appendFileSync(m.m('a.txt'), 'more\n')
+  t.is(fs.readFileSync(m.m('a.txt'), 'utf8'), 'alpha\nmore\n')
+  const fd = fs.openSync(m.m('a.txt'), 'a')
+  fs.writeSync(fd, 'x')
+  fs.writeSync(fd, 'y', 0) // pwrite on an O_APPEND descriptor appends on Linux
+  fs.closeSync(fd)
+  t.is(fs.readFileSync(m.m('a.txt'), 'utf8'), 'alpha\nmore\nxy')
+  t.is(fs.readFileSync(m.u('a.txt'), 'utf8'), 'alpha\nmore\nxy')
+  t.like(storeInfo(m.u('a.txt')).origin, { data: 'store' })
+  // 'a+' reads from the start and appends
+  const fd2 = fs.openSync(m.m('dir/one.txt'), 'a+')
+  const b = Buffer.alloc(2)
+  t.is(fs.readSync(fd2, b, 0, 2, 0), 2)
+  t.is(b.toString(), '1\n')
+  fs.writeSync(fd2, 'Z')
+  fs.closeSync(fd2)
+  t.is(fs.readFileSync(m.m('dir/one.txt'), 'utf8'), '1\nZ')
+  hostUnchanged(t, m)
+})
+
+mtest('O_CREAT makes a store-only file with the asked mode; O_EXCL refuses existing names', async (t) => {
+  const m = await useMount(t, { host: fixture() })
+  const old = process.umask(0o022)
+  try {
+    const fd = fs.openSync(m.m('c.txt'), 'w', 0o640)
+    fs.writeSync(fd, 'created')
+    fs.closeSync(fd)
+  } finally { process.umask(old) }
+  t.is(fs.readFileSync(m.m('c.txt'), 'utf8'), 'created')
+  t.is(lst(m.m('c.txt')).mode & 0o7777n, 0o640n)
+  t.like(storeInfo(m.u('c.txt')), { exists: true, origin: null, whiteout: false })
+  t.is(lst(m.u('c.txt')).mode & 0o7777n, 0o640n)
+  // O_EXCL
+  t.is(errOf(() => fs.openSync(m.m('a.txt'), 'wx')), 'EEXIST', 'host file')
+  t.false(storeInfo(m.u('a.txt')).exists, 'no sibling for a refused O_EXCL')
+  t.is(errOf(() => fs.openSync(m.m('c.txt'), 'wx')), 'EEXIST', 'store file')
+  t.is(errOf(() => fs.openSync(m.m('dir'), 'wx')), 'EEXIST', 'directory')
+  t.is(errOf(() => fs.openSync(m.m('dangling'), 'wx')), 'EEXIST', 'O_EXCL does not follow a dangling link')
+  t.is(errOf(() => fs.closeSync(fs.openSync(m.m('d.txt'), 'wx'))), 'OK')
+  t.is(errOf(() => fs.openSync(m.m('d.txt'), 'wx')), 'EEXIST')
+  // O_CREAT without O_EXCL on an existing host file opens it (no truncation with 'a')
+  fs.closeSync(fs.openSync(m.m('b.txt'), 'a'))
+  t.is(fs.readFileSync(m.m('b.txt'), 'utf8'), 'bravo\n')
+  // O_CREAT over a deleted host name: a new, empty file (no host bytes come back)
+  fs.unlinkSync(m.m('dir/two.txt'))
+  fs.writeFileSync(m.m('dir/two.txt'), '')
+  t.is(fs.readFileSync(m.m('dir/two.txt'), 'utf8'), '')
+  t.like(storeInfo(m.u('dir/two.txt')), { exists: true, whiteout: false, origin: null })
+  // O_CREAT in a missing directory
+  t.is(errOf(() => fs.openSync(m.m('nodir/x'), 'w')), 'ENOENT')
+  t.is(errOf(() => fs.openSync(m.m('a.txt/x'), 'w')), 'ENOTDIR')
+  hostUnchanged(t, m)
+})
+
+mtest('concurrent opens for write from several processes: one sibling, no lost bytes', async (t) => {
+  const size = 16 << 20
+  const host = { 'shared.bin': pattern(size, 3) }
+  const m = await useMount(t, { host })
+  const n = 8
+  const script = `
+    const fs = require('fs')
+    const [file, i, at] = process.argv.slice(1)
+    while (Date.now() < Number(at)) {}
+    const fd = fs.openSync(file, 'r+')
+    const b = Buffer.alloc(4096, 65 + Number(i))
+    fs.writeSync(fd, b, 0, b.length, Number(i) * 1048576 + 12345)
+    fs.closeSync(fd)
+  `
+  const at = Date.now() + 400
+  const codes = await Promise.all(Array.from({ length: n }, (_, i) => new Promise<number | null>((resolve) => {
+    const c = spawn(process.execPath, ['-e', script, m.m('shared.bin'), String(i), String(at)], { stdio: 'inherit' })
+    c.on('exit', resolve)
+  })))
+  t.deepEqual(codes, Array(n).fill(0))
+  const want = pattern(size, 3)
+  for (let i = 0; i < n; i++) want.fill(65 + i, i * 1048576 + 12345, i * 1048576 + 12345 + 4096)
+  t.true(fs.readFileSync(m.m('shared.bin')).equals(want), 'merged view has every write and the rest of the host bytes')
+  t.true(fs.readFileSync(m.u('shared.bin')).equals(want), 'the store too')
+  t.like(storeInfo(m.u('shared.bin')).origin, { path: 'shared.bin', data: 'store' })
+  t.deepEqual(walk(m.upper), ['shared.bin'], 'exactly one sibling')
+  t.deepEqual(fs.readdirSync(m.store + '/work').filter(n => !n.startsWith('intent-')), [], 'no copy-up leftovers')
+  hostUnchanged(t, m)
+})
+
+mtest('read, write, truncate, ftruncate, fsync through the mount', async (t) => {
+  const m = await useMount(t, { host: fixture() })
+  const want = pattern(1 << 20, 7)
+  const fd = fs.openSync(m.m('big.bin'), 'r+')
+  fs.writeSync(fd, Buffer.from('hello'), 0, 5, 500000)
+  want.write('hello', 500000)
+  const b = Buffer.alloc(9)
+  t.is(fs.readSync(fd, b, 0, 9, 499998), 9)
+  t.true(b.equals(want.subarray(499998, 500007)))
+  fs.fsyncSync(fd)
+  fs.fdatasyncSync(fd)
+  // write beyond EOF leaves a hole of zeros
+  fs.writeSync(fd, Buffer.from('end'), 0, 3, (1 << 20) + 100)
+  t.is(fs.fstatSync(fd).size, (1 << 20) + 103)
+  const hole = Buffer.alloc(100)
+  fs.readSync(fd, hole, 0, 100, 1 << 20)
+  t.true(hole.equals(Buffer.alloc(100)))
+  // ftruncate shrink and extend
+  fs.ftruncateSync(fd, 1000)
+  t.is(fs.fstatSync(fd).size, 1000)
+  fs.ftruncateSync(fd, 3000)
+  const tail = Buffer.alloc(2000)
+  t.is(fs.readSync(fd, tail, 0, 2000, 1000), 2000)
+  t.true(tail.equals(Buffer.alloc(2000)), 'extended with zeros')
+  fs.closeSync(fd)
+  const got = fs.readFileSync(m.m('big.bin'))
+  t.is(got.length, 3000)
+  t.true(got.subarray(0, 1000).equals(want.subarray(0, 1000)))
+  t.true(fs.readFileSync(m.u('big.bin')).equals(got))
+  // truncate by path, of an unchanged host file: shrink and extend
+  fs.truncateSync(m.m('a.txt'), 3)
+  t.is(fs.readFileSync(m.m('a.txt'), 'utf8'), 'alp')
+  t.like(storeInfo(m.u('a.txt')).origin, { data: 'store' })
+  fs.truncateSync(m.m('b.txt'), 8)
+  t.is(fs.readFileSync(m.m('b.txt'), 'utf8'), 'bravo\n\0\0')
+  fs.truncateSync(m.m('dir/one.txt'), 0)
+  t.is(lst(m.m('dir/one.txt')).size, 0n)
+  t.is(fs.readFileSync(m.u('dir/one.txt'), 'utf8'), '')
+  t.is(errOf(() => fs.truncateSync(m.m('dir'), 0)), 'EISDIR')
+  // ftruncate on a read-only descriptor: the kernel refuses before the daemon sees it
+  const ro = fs.openSync(m.m('b.txt'), 'r')
+  t.is(errOf(() => fs.ftruncateSync(ro, 0)), 'EINVAL')
+  fs.closeSync(ro)
+  t.is(fs.readFileSync(m.m('b.txt'), 'utf8'), 'bravo\n\0\0')
+  hostUnchanged(t, m)
+})
+
+mtest('a reader opened before a copy-up sees the written data (as on ext4)', async (t) => {
+  const m = await useMount(t, { host: fixture(), args: ['--data-cache', 'none'] })
+  const r = fs.openSync(m.m('a.txt'), 'r')
+  fs.writeFileSync(m.m('a.txt'), 'rewritten\n', { flag: 'r+' })
+  const b = Buffer.alloc(20)
+  const n = fs.readSync(r, b, 0, 20, 0)
+  fs.closeSync(r)
+  t.is(b.subarray(0, n).toString(), 'rewritten\n')
+  hostUnchanged(t, m)
+})
+
+mtest('a file unlinked while open keeps working for its holder and leaves nothing behind', async (t) => {
+  const m = await useMount(t, { host: fixture() })
+  // a host file, opened for writing (copied up), then unlinked
+  const fd = fs.openSync(m.m('a.txt'), 'r+')
+  fs.unlinkSync(m.m('a.txt'))
+  t.is(errOf(() => fs.lstatSync(m.m('a.txt'))), 'ENOENT')
+  t.false(fs.readdirSync(m.mnt).includes('a.txt'))
+  fs.writeSync(fd, 'ALPHA', 0)
+  fs.writeSync(fd, '+tail', 6)
+  const b = Buffer.alloc(64)
+  const n = fs.readSync(fd, b, 0, 64, 0)
+  t.is(b.subarray(0, n).toString(), 'ALPHA\n+tail')
+  const st = fs.fstatSync(fd)
+  t.is(st.size, 11)
+  t.is(st.nlink, 0)
+  fs.ftruncateSync(fd, 5)
+  t.is(fs.fstatSync(fd).size, 5)
+  t.deepEqual(fuseHidden(m.mnt), [])
+  t.deepEqual(fuseHidden(m.store), [])
+  fs.closeSync(fd)
+  t.like(storeInfo(m.u('a.txt')), { exists: true, whiteout: true })
+  // a file created in the sandbox
+  const fd2 = fs.openSync(m.m('tmp.txt'), 'w+')
+  fs.writeSync(fd2, 'scratch')
+  fs.unlinkSync(m.m('tmp.txt'))
+  fs.writeSync(fd2, '!')
+  const b2 = Buffer.alloc(16)
+  t.is(b2.subarray(0, fs.readSync(fd2, b2, 0, 16, 0)).toString(), 'scratch!')
+  t.is(fs.fstatSync(fd2).nlink, 0)
+  t.deepEqual(fuseHidden(m.mnt), [])
+  t.deepEqual(fuseHidden(m.store), [])
+  fs.closeSync(fd2)
+  t.false(storeInfo(m.u('tmp.txt')).exists, 'a sandbox-only file leaves no whiteout')
+  // a host file opened read-only, then unlinked: still readable
+  const fd3 = fs.openSync(m.m('b.txt'), 'r')
+  fs.unlinkSync(m.m('b.txt'))
+  const b3 = Buffer.alloc(16)
+  t.is(b3.subarray(0, fs.readSync(fd3, b3, 0, 16, 0)).toString(), 'bravo\n')
+  t.is(fs.fstatSync(fd3).size, 6)
+  fs.closeSync(fd3)
+  t.like(storeInfo(m.u('b.txt')), { whiteout: true })
+  // and the same name can be created again while nothing is open
+  fs.writeFileSync(m.m('a.txt'), 'again')
+  t.is(fs.readFileSync(m.m('a.txt'), 'utf8'), 'again')
+  t.deepEqual(fuseHidden(m.mnt), [])
+  t.deepEqual(fuseHidden(m.store), [])
+  hostUnchanged(t, m)
+})
