@@ -68,6 +68,9 @@ export interface CopyUpContext {
   workFd: number
   /** Whether the daemon may chown (it runs as root). */
   canChown: boolean
+  /** Flags for reading host files: O_RDONLY|O_NOFOLLOW, plus O_NOATIME when root, so that
+   *  reading through the sandbox does not even change the host's access times. */
+  hostReadFlags: number
 }
 
 export class CopyUp {
@@ -193,8 +196,8 @@ export class CopyUp {
     // Source of the bytes: the host entry of this name, or the origin of a sibling (a
     // renamed, metadata-only sibling reads from where it came from).
     const srcFd = origin === null
-      ? fs.openSync(dir.hostAt(name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
-      : this.openHost(origin.path, fs.constants.O_RDONLY)
+      ? fs.openSync(dir.hostAt(name), this.ctx.hostReadFlags)
+      : this.openHost(origin.path)
     try {
       if (ust !== null && ust.nlink > 1n) {
         // Hard-linked metadata-only sibling: fill it in place, then flip data to "store".
@@ -237,13 +240,13 @@ export class CopyUp {
     }
   }
 
-  /** Opens a host file by host-relative path; no link is followed on the way. */
-  openHost (rel: string, flags: number): number {
+  /** Opens a host file for reading by host-relative path; no link is followed on the way. */
+  openHost (rel: string): number {
     const i = rel.lastIndexOf('/')
     const dirFd = this.ctx.resolver.openHostDir(i < 0 ? '' : rel.slice(0, i))
     if (dirFd < 0) throw new SiblingError('EIO', `the host original ${rel} of a sibling is gone`, { path: rel })
     try {
-      return fs.openSync(at(dirFd, i < 0 ? rel : rel.slice(i + 1)), flags | fs.constants.O_NOFOLLOW)
+      return fs.openSync(at(dirFd, i < 0 ? rel : rel.slice(i + 1)), this.ctx.hostReadFlags)
     } catch (err) {
       if (isCode(err, 'ENOENT')) throw new SiblingError('EIO', `the host original ${rel} of a sibling is gone`, { path: rel, cause: err })
       throw err

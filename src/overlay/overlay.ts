@@ -73,6 +73,7 @@ export class Overlay {
   readonly handles = new HandleTable()
   readonly copyup: CopyUp
   private readonly canChown: boolean
+  private readonly hostReadFlags: number
   private readonly workFd: number
   private readonly upperRoot: string
   private intentCounter = 0
@@ -94,7 +95,8 @@ export class Overlay {
     const storeSt = fs.statSync(sp.upper)
     this.inodes = new InodeTable(hostSt.dev, storeSt.dev)
     this.canChown = process.geteuid?.() === 0
-    this.copyup = new CopyUp({ resolver: this.resolver, inodes: this.inodes, workFd: this.workFd, canChown: this.canChown })
+    this.hostReadFlags = C.O_RDONLY | C.O_NOFOLLOW | (this.canChown ? C.O_NOATIME : 0)
+    this.copyup = new CopyUp({ resolver: this.resolver, inodes: this.inodes, workFd: this.workFd, canChown: this.canChown, hostReadFlags: this.hostReadFlags })
     this.initRoot()
     this.replayIntents()
   }
@@ -274,12 +276,12 @@ export class Overlay {
   private openRead (f: Found): number {
     const attr = this.attrOf(f)
     if (f.layer === 'host') {
-      const fd = fs.openSync(f.path, C.O_RDONLY | C.O_NOFOLLOW)
+      const fd = fs.openSync(f.path, this.hostReadFlags)
       return this.handles.add({ fd, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${f.st.dev}:${f.st.ino}` })
     }
     const o = this.inodes.origin(f.path, f.st)
     if (o !== null && o.data === 'host' && f.st.isFile()) {
-      const fd = this.copyup.openHost(o.path, C.O_RDONLY)
+      const fd = this.copyup.openHost(o.path)
       return this.handles.add({ fd, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${o.dev}:${o.ino}` })
     }
     const fd = fs.openSync(f.path, C.O_RDONLY | C.O_NOFOLLOW)
