@@ -11,6 +11,8 @@ import { createRequire } from 'node:module'
 import type yargsType from 'yargs'
 import { SiblingError } from '../errors.js'
 import { diffCommand } from './commands/diff.js'
+import { fsckCommand } from './commands/fsck.js'
+import { statusCommand } from './commands/status.js'
 import { mountCommand } from './commands/mount.js'
 import { runCommand } from './commands/run.js'
 import { printErrorLine } from './output.js'
@@ -38,7 +40,9 @@ export async function main (argv: string[]): Promise<void> {
     .command(mountCommand)
     .command(runCommand)
     .command(diffCommand)
-    .demandCommand(1, 'name a command: mount, run or diff')
+    .command(statusCommand)
+    .command(fsckCommand)
+    .demandCommand(1, 'name a command: mount, run, diff, status or fsck')
     .strict()
     .help()
     .alias('h', 'help')

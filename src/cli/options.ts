@@ -3,6 +3,7 @@
  */
 import type { Argv } from 'yargs'
 import type { CacheOptions } from '../fuse/mount.js'
+import type { RequestedOptions } from '../store/format.js'
 
 export interface CacheArgs {
   'attr-timeout': number
@@ -28,4 +29,34 @@ export function withCacheOptions<T> (y: Argv<T>): Argv<T & CacheArgs> {
 
 export function cacheOptions (a: CacheArgs): CacheOptions {
   return { attrTimeout: a['attr-timeout'], entryTimeout: a['entry-timeout'], negativeTimeout: a['negative-timeout'], dataCache: a['data-cache'] }
+}
+
+export interface StoreArgs {
+  'chunk-size'?: number
+  compress?: 'none' | 'lz4'
+  'cache-size': number
+}
+
+/** Options of the store (fixed at creation) and of its chunk cache. */
+export function withStoreOptions<T> (y: Argv<T>): Argv<T & StoreArgs> {
+  return y
+    .option('compress', { choices: ['none', 'lz4'] as const, describe: 'new store only: compress stored chunks with lz4 (default none)' })
+    .option('chunk-size', { type: 'number', describe: 'new store only: bytes per chunk of a sparse sibling, a power of two from 4096 to 16777216 (default 65536)' })
+    .option('cache-size', { type: 'number', default: 64, describe: 'MiB of decompressed chunks kept in memory' })
+    .check((a) => {
+      const cs = (a as unknown as StoreArgs)['chunk-size']
+      if (cs !== undefined && (!Number.isInteger(cs) || cs < 4096 || cs > 16777216 || (cs & (cs - 1)) !== 0)) {
+        throw new Error('--chunk-size must be a power of two from 4096 to 16777216')
+      }
+      const c = (a as unknown as StoreArgs)['cache-size']
+      if (!Number.isFinite(c) || c < 1) throw new Error('--cache-size must be at least 1 (MiB)')
+      return true
+    }) as unknown as Argv<T & StoreArgs>
+}
+
+export function storeOptions (a: StoreArgs): { want: RequestedOptions, cacheBytes: number } {
+  const want: RequestedOptions = {}
+  if (a['chunk-size'] !== undefined) want.chunkSize = a['chunk-size']
+  if (a.compress !== undefined) want.compress = a.compress
+  return { want, cacheBytes: Math.floor(a['cache-size'] * 1048576) }
 }

@@ -13,7 +13,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { SiblingError, isCode } from '../errors.js'
 import { isMountPoint, type CacheOptions } from '../fuse/mount.js'
-import { defaultStoreDir, readManifest } from '../store/format.js'
+import { checkOptions, defaultStoreDir, readManifest, type RequestedOptions } from '../store/format.js'
 
 export interface DaemonConfig {
   host: string
@@ -22,6 +22,10 @@ export interface DaemonConfig {
   allowOther: boolean
   debug: boolean
   cache: CacheOptions
+  /** Store options asked for (checked against an existing store). */
+  storeOptions: RequestedOptions
+  /** Bytes of decompressed chunks to keep in memory. */
+  chunkCacheBytes: number
 }
 
 const USAGE = 64 // EX_USAGE
@@ -88,10 +92,12 @@ export interface ConfigInput {
   allowOther?: boolean
   debug?: boolean
   cache: CacheOptions
+  storeOptions?: RequestedOptions
+  chunkCacheBytes?: number
 }
 
 /** Validates the host and store (shared by mount, run, diff and commit). */
-export function resolveHostAndStore (hostArg: string, storeArg: string | undefined): { host: string, store: string } {
+export function resolveHostAndStore (hostArg: string, storeArg: string | undefined, want: RequestedOptions = {}): { host: string, store: string } {
   const host = realDir(hostArg, 'the host tree', 'HOST')
   const store = storeArg !== undefined ? realPathOfMaybe(storeArg) : defaultStoreDir(host)
   if (within(store, host)) {
@@ -113,11 +119,12 @@ export function resolveHostAndStore (hostArg: string, storeArg: string | undefin
       hint: 'use that host tree, or another --store for this one', exitCode: USAGE
     })
   }
+  if (man !== undefined) checkOptions(store, man.options, want)
   return { host, store }
 }
 
 export function buildConfig (input: ConfigInput): DaemonConfig {
-  const { host, store } = resolveHostAndStore(input.host, input.store)
+  const { host, store } = resolveHostAndStore(input.host, input.store, input.storeOptions)
   const mountpoint = realDir(input.mountpoint, 'the mount point', 'MOUNTPOINT')
   if (within(mountpoint, host) || within(host, mountpoint)) {
     throw new SiblingError('SFS_MOUNT_IN_HOST', mountpoint === host
@@ -151,6 +158,8 @@ export function buildConfig (input: ConfigInput): DaemonConfig {
     store,
     allowOther: input.allowOther ?? root,
     debug: input.debug ?? false,
-    cache: input.cache
+    cache: input.cache,
+    storeOptions: input.storeOptions ?? {},
+    chunkCacheBytes: input.chunkCacheBytes ?? 64 * 1048576
   }
 }

@@ -12,6 +12,8 @@ import { loadFuse, mountOverlay, type Mounted } from '../fuse/mount.js'
 import { Overlay } from '../overlay/overlay.js'
 import { cleanWork, lockStore, openOrCreateStore, storePaths } from '../store/format.js'
 import { lgetxattr, lremovexattr, lsetxattr } from '../sys/native.js'
+import { log } from '../log.js'
+import { scanDrift } from '../tools/status.js'
 import type { DaemonConfig } from './config.js'
 
 export interface Daemon {
@@ -43,14 +45,17 @@ function checkXattrs (upper: string): void {
 export async function startDaemon (cfg: DaemonConfig): Promise<Daemon> {
   loadFuse() // fail on a missing libfuse before touching anything
   process.umask(0) // modes come from the kernel's requests, already masked by the caller's umask
-  openOrCreateStore(cfg.store, cfg.host)
+  const manifest = openOrCreateStore(cfg.store, cfg.host, cfg.storeOptions)
   checkXattrs(storePaths(cfg.store).upper)
   const unlock = lockStore(cfg.store)
   let overlay: Overlay | undefined
   let mounted: Mounted
   try {
-    overlay = new Overlay({ host: cfg.host, store: cfg.store })
+    overlay = new Overlay({ host: cfg.host, store: cfg.store, options: manifest.options, chunkCacheBytes: cfg.chunkCacheBytes })
     cleanWork(cfg.store)
+    for (const d of scanDrift(cfg.store, manifest).drift) {
+      log(`host drift: ${d.path} depends on ${d.origin}, which changed since the sibling was made (${d.kind === 'chunked' ? 'its unwritten chunks read as errors' : 'it shows the new host bytes'}); see \`siblingfs status\``)
+    }
     mounted = await mountOverlay(overlay, cfg.mountpoint, { ...cfg.cache, allowOther: cfg.allowOther, debug: cfg.debug })
   } catch (err) {
     overlay?.close()

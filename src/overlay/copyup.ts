@@ -26,7 +26,9 @@
  */
 import fs from 'node:fs'
 import { SiblingError, isCode } from '../errors.js'
-import { XATTR_PREFIX, type Origin } from '../store/format.js'
+import crypto from 'node:crypto'
+import { ChunkFile, type ChunkCache, type ChunkOptions, type HostIdentity } from '../store/chunks.js'
+import { SPARSE_MIN_BYTES, XATTR_PREFIX, type Origin } from '../store/format.js'
 import { lgetxattr, llistxattr, lsetxattr, mknod, utimensat } from '../sys/native.js'
 import { at, lstatOrNull, splitPath, type DirNode, type Resolver } from './resolve.js'
 import type { InodeTable } from './inodes.js'
@@ -71,6 +73,8 @@ export interface CopyUpContext {
   /** Flags for reading host files: O_RDONLY|O_NOFOLLOW, plus O_NOATIME when root, so that
    *  reading through the sandbox does not even change the host's access times. */
   hostReadFlags: number
+  /** Chunked siblings: engine options, the shared cache, and where maps live. */
+  chunks: { opts: ChunkOptions, cache: ChunkCache, mapPath: (id: string) => string }
 }
 
 export class CopyUp {
@@ -156,7 +160,7 @@ export class CopyUp {
     return fs.lstatSync(dir.upperAt(name), { bigint: true })
   }
 
-  private originOf (dir: DirNode, name: string, st: fs.BigIntStats, data: 'host' | 'store'): Origin {
+  private originOf (dir: DirNode, name: string, st: fs.BigIntStats, data: Origin['data']): Origin {
     const rel = dir.hostRel === null || dir.hostRel === '' ? name : dir.hostRel + '/' + name
     return { path: rel, dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), data }
   }
@@ -174,12 +178,17 @@ export class CopyUp {
     if (ust !== null) {
       if (!ust.isFile()) return null
       origin = this.ctx.inodes.origin(up, ust)
-      if (origin === null || origin.data === 'store') return null // already holds its bytes
+      if (origin === null || origin.data !== 'host') return null // already holds its bytes
     }
     const key = dir.path + '\0' + name
     const running = this.inflight.get(key)
     if (running !== undefined) return running
     this.upperDir(dir)
+    const hostSize = origin !== null ? origin.size : Number(fs.lstatSync(dir.hostAt(name), { bigint: true }).size)
+    if (this.compress || hostSize >= SPARSE_MIN_BYTES) {
+      this.chunked(dir, name, ust, origin, truncateTo0) // no bytes to copy: done at once
+      return null
+    }
     dir.ref()
     this.gate.enter()
     const p = this.copyData(dir, name, ust, origin, truncateTo0).finally(() => {
@@ -237,6 +246,75 @@ export class CopyUp {
       }
     } finally {
       fs.closeSync(srcFd)
+    }
+  }
+
+  get compress (): boolean { return this.ctx.chunks.opts.compress }
+
+  private newMapId (): string {
+    return crypto.randomBytes(12).toString('hex')
+  }
+
+  /** Makes the new, empty regular file at `p` a chunked file (compressed stores). */
+  newChunked (p: string): void {
+    const id = this.newMapId()
+    const c = this.ctx.chunks
+    ChunkFile.create(p, c.mapPath(id), { size: 0, hostLimit: 0, host: null }, c.opts, c.cache, -1).close()
+    const st = fs.lstatSync(p, { bigint: true })
+    this.ctx.inodes.setChunks(p, Number(st.ino), id)
+  }
+
+  /**
+   * Makes `name` of `dir` a chunked sibling of its host original: no bytes are copied; the
+   * map says every chunk still reads from the host (or, for truncateTo0, that the file is
+   * empty). Crash-safe like the other copy-ups: the map is complete before anything refers
+   * to it; a map nothing refers to (a crash in between) is removed by `siblingfs fsck --repair`.
+   */
+  private chunked (dir: DirNode, name: string, ust: fs.BigIntStats | null, origin: Origin | null, truncateTo0: boolean): void {
+    const up = dir.upperAt(name)
+    let srcFd = origin === null ? fs.openSync(dir.hostAt(name), this.ctx.hostReadFlags) : this.openHost(origin.path)
+    const hst = fs.fstatSync(srcFd, { bigint: true })
+    const host: HostIdentity = { dev: Number(hst.dev), ino: Number(hst.ino), size: Number(hst.size), mtimeNs: String(hst.mtimeNs) }
+    const size = truncateTo0 ? 0 : Number(hst.size)
+    const id = this.newMapId()
+    const c = this.ctx.chunks
+    // The engine takes the host descriptor over (and closes it) once the map exists.
+    const create = (dataPath: string): void => {
+      const fd = srcFd
+      srcFd = -1
+      try {
+        ChunkFile.create(dataPath, c.mapPath(id), { size, hostLimit: size, host }, c.opts, c.cache, fd).close()
+      } catch (err) {
+        fs.closeSync(fd)
+        throw err
+      }
+    }
+    try {
+      if (ust !== null && ust.nlink > 1n) {
+        // Hard-linked metadata-only sibling: map, marker, then the origin flip (commit).
+        fs.truncateSync(up, 0)
+        create(up)
+        this.ctx.inodes.setChunks(up, Number(ust.ino), id)
+        this.ctx.inodes.setOrigin(up, Number(ust.ino), { ...(origin as Origin), data: 'chunks' })
+        return
+      }
+      const tmp = this.tmp()
+      try {
+        fs.closeSync(fs.openSync(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o600))
+        create(tmp)
+        if (ust !== null) this.copyMeta(up, tmp, ust, { ...(origin as Origin), data: 'chunks' })
+        else this.copyMeta(dir.hostAt(name), tmp, hst, this.originOf(dir, name, hst, 'chunks'))
+        const tst = fs.lstatSync(tmp, { bigint: true })
+        this.ctx.inodes.setChunks(tmp, Number(tst.ino), id)
+        fs.renameSync(tmp, up)
+        if (ust !== null) this.ctx.inodes.forget(Number(ust.ino))
+      } catch (err) {
+        fs.rmSync(tmp, { force: true })
+        fs.rmSync(c.mapPath(id), { force: true })
+        throw err
+      }
+    } finally {
+      if (srcFd >= 0) fs.closeSync(srcFd)
     }
   }
 

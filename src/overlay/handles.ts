@@ -12,9 +12,13 @@
  * Does not: resolve paths or copy anything.
  */
 import fs from 'node:fs'
+import type { ChunkFile } from '../store/chunks.js'
 
 export interface Handle {
+  /** The descriptor, or -1 for a chunked file (then `chunks` does the I/O). */
   fd: number
+  /** A chunked sibling's engine and map id; null for plain files. */
+  chunks: { id: string, file: ChunkFile } | null
   flags: number
   /** Merged inode number, for fstat of an unlinked file. */
   ino: number
@@ -44,14 +48,15 @@ export class HandleTable {
     return this.table[fh]
   }
 
-  /** Removes and closes a handle. */
-  release (fh: number): void {
+  /** Removes a handle and closes its descriptor; returns it (the caller releases chunks). */
+  release (fh: number): Handle | undefined {
     const h = this.table[fh]
-    if (h === undefined) return
+    if (h === undefined) return undefined
     this.table[fh] = undefined
     this.free.push(fh)
     this.unregister(h)
-    fs.closeSync(h.fd)
+    if (h.fd >= 0) fs.closeSync(h.fd)
+    return h
   }
 
   private unregister (h: Handle): void {
@@ -62,14 +67,15 @@ export class HandleTable {
     if (set.size === 0) this.byHost.delete(h.hostKey)
   }
 
-  /** Points every read handle on host original `hostKey` at the sibling opened by `open`. */
-  retarget (hostKey: string, open: () => number): void {
+  /** Points every read handle on host original `hostKey` at the sibling: `reopen` gives it
+   *  a new descriptor or chunk engine (after the old descriptor is closed here). */
+  retarget (hostKey: string, reopen: (h: Handle) => void): void {
     const set = this.byHost.get(hostKey)
     if (set === undefined) return
     for (const h of set) {
-      const fd = open()
-      fs.closeSync(h.fd)
-      h.fd = fd
+      if (h.fd >= 0) fs.closeSync(h.fd)
+      h.fd = -1
+      reopen(h)
       h.layer = 'upper'
       h.hostKey = null
     }
@@ -83,7 +89,7 @@ export class HandleTable {
   closeAll (): void {
     for (let fh = 1; fh < this.table.length; fh++) {
       const h = this.table[fh]
-      if (h !== undefined) { try { fs.closeSync(h.fd) } catch { /* closing anyway */ } }
+      if (h !== undefined && h.fd >= 0) { try { fs.closeSync(h.fd) } catch { /* closing anyway */ } }
     }
     this.table.length = 1
     this.free.length = 0

@@ -21,11 +21,20 @@ import { lgetxattr, lsetxattr } from '../sys/native.js'
 
 const INO_BITS = 2 ** 44
 
+/** What the store's xattrs say about an upper entry. */
+export interface UpperInfo {
+  /** The host entry it was copied up from; null when created in the sandbox. */
+  origin: Origin | null
+  /** Id of its chunk map when it is a chunked file. */
+  chunks: string | null
+}
+const NONE: UpperInfo = { origin: null, chunks: null }
+
 export class InodeTable {
   private readonly devIndex = new Map<number, number>()
   private nextIndex = 2
-  /** upper inode number -> origin (null: created in the sandbox). ~40 bytes per entry. */
-  private readonly origins = new LRUCache<number, Origin | { none: true }>({ max: 65536 })
+  /** upper inode number -> its markers. ~100 bytes per entry. */
+  private readonly infos = new LRUCache<number, UpperInfo>({ max: 65536 })
 
   constructor (hostDev: number, storeDev: number) {
     this.devIndex.set(hostDev, 0)
@@ -42,26 +51,40 @@ export class InodeTable {
     return idx * INO_BITS + (ino % INO_BITS)
   }
 
-  /** The origin of the upper entry at `p` (fd-relative path) with stat `st`, or null. */
-  origin (p: string, st: fs.BigIntStats): Origin | null {
-    if (st.isSymbolicLink()) return null // user.* xattrs cannot live on symlinks
+  /** The markers of the upper entry at `p` (fd-relative path) with stat `st`. */
+  info (p: string, st: fs.BigIntStats): UpperInfo {
+    if (st.isSymbolicLink()) return NONE // user.* xattrs cannot live on symlinks
     const key = Number(st.ino)
-    const hit = this.origins.get(key)
-    if (hit !== undefined) return 'none' in hit ? null : hit
-    const o = parseOrigin(lgetxattr(p, XATTR.origin))
-    this.origins.set(key, o ?? { none: true })
-    return o
+    const hit = this.infos.get(key)
+    if (hit !== undefined) return hit
+    const origin = parseOrigin(lgetxattr(p, XATTR.origin))
+    const c = st.isFile() ? lgetxattr(p, XATTR.chunks) : null
+    const info: UpperInfo = { origin, chunks: c === null ? null : c.toString('utf8') }
+    this.infos.set(key, info)
+    return info
+  }
+
+  /** The origin of the upper entry at `p`, or null (created in the sandbox). */
+  origin (p: string, st: fs.BigIntStats): Origin | null {
+    return this.info(p, st).origin
   }
 
   /** Writes the origin xattr of the upper entry at `p` and updates the cache. */
   setOrigin (p: string, upperIno: number, o: Origin): void {
     lsetxattr(p, XATTR.origin, encodeOrigin(o), 0)
-    this.origins.set(upperIno, o)
+    const cur = this.infos.get(upperIno)
+    this.infos.set(upperIno, { origin: o, chunks: cur?.chunks ?? null })
   }
 
-  /** Forgets the cached origin of an upper inode (it was replaced by rename). */
+  /** Marks the upper file at `p` as chunked with map `id`. */
+  setChunks (p: string, upperIno: number, id: string): void {
+    lsetxattr(p, XATTR.chunks, Buffer.from(id), 0)
+    this.infos.delete(upperIno) // re-read both markers on next use
+  }
+
+  /** Forgets the cached markers of an upper inode (it was replaced by rename). */
   forget (upperIno: number): void {
-    this.origins.delete(upperIno)
+    this.infos.delete(upperIno)
   }
 
   /** The merged inode number of an upper entry. */

@@ -19,11 +19,14 @@
  */
 import fs from 'node:fs'
 import { fail, isCode } from '../errors.js'
-import { XATTR, XATTR_ESCAPE, XATTR_PREFIX, storePaths } from '../store/format.js'
+import { XATTR, XATTR_ESCAPE, XATTR_PREFIX, storePaths, type StoreOptions } from '../store/format.js'
 import { lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod as mknodAt, renameat2, RENAME_EXCHANGE, utimensat } from '../sys/native.js'
+import { log } from '../log.js'
+import { ChunkCache, type ChunkFile } from '../store/chunks.js'
+import { ChunkRegistry } from './chunkreg.js'
 import { CopyUp } from './copyup.js'
 import { HandleTable, type Handle } from './handles.js'
-import { InodeTable } from './inodes.js'
+import { InodeTable, type UpperInfo } from './inodes.js'
 import { Resolver, at, isWhiteout, lstatOrNull, splitPath, type DirNode } from './resolve.js'
 
 const C = fs.constants
@@ -56,6 +59,10 @@ export interface OverlayOptions {
   store: string
   /** How many directories to keep resolved (2 descriptors each). */
   maxDirs?: number
+  /** The store's options (from its manifest). */
+  options: StoreOptions
+  /** Bytes of decompressed chunks to keep in memory. */
+  chunkCacheBytes: number
 }
 
 /** An entry found in one layer. `path` is its `*at` path. */
@@ -72,6 +79,8 @@ export class Overlay {
   readonly inodes: InodeTable
   readonly handles = new HandleTable()
   readonly copyup: CopyUp
+  readonly chunks: ChunkRegistry
+  private readonly mapsFd: number
   private readonly canChown: boolean
   private readonly hostReadFlags: number
   private readonly workFd: number
@@ -96,7 +105,15 @@ export class Overlay {
     this.inodes = new InodeTable(hostSt.dev, storeSt.dev)
     this.canChown = process.geteuid?.() === 0
     this.hostReadFlags = C.O_RDONLY | C.O_NOFOLLOW | (this.canChown ? C.O_NOATIME : 0)
-    this.copyup = new CopyUp({ resolver: this.resolver, inodes: this.inodes, workFd: this.workFd, canChown: this.canChown, hostReadFlags: this.hostReadFlags })
+    this.mapsFd = fs.openSync(sp.maps, 0o10000000 | C.O_DIRECTORY)
+    const chunkOpts = { chunkSize: opts.options.chunkSize, compress: opts.options.compress === 'lz4' }
+    const cache = new ChunkCache(opts.chunkCacheBytes)
+    const mapPath = (id: string): string => at(this.mapsFd, id)
+    this.copyup = new CopyUp({
+      resolver: this.resolver, inodes: this.inodes, workFd: this.workFd, canChown: this.canChown, hostReadFlags: this.hostReadFlags,
+      chunks: { opts: chunkOpts, cache, mapPath }
+    })
+    this.chunks = new ChunkRegistry({ opts: chunkOpts, cache, mapPath, openHost: (rel) => this.copyup.openHost(rel) })
     this.initRoot()
     this.replayIntents()
   }
@@ -114,8 +131,10 @@ export class Overlay {
 
   close (): void {
     this.handles.closeAll()
+    this.chunks.closeAll()
     this.resolver.close()
     fs.closeSync(this.workFd)
+    fs.closeSync(this.mapsFd)
   }
 
   // ---- lookup -------------------------------------------------------------------------
@@ -165,15 +184,19 @@ export class Overlay {
     if (f.layer === 'host') {
       return { st, ino: this.inodes.map(Number(st.dev), Number(st.ino)), size: st.size, nlink: Number(st.nlink) }
     }
-    const o = this.inodes.origin(f.path, st)
-    if (o === null) return { st, ino: this.inodes.map(Number(st.dev), Number(st.ino)), size: st.size, nlink: Number(st.nlink) }
+    const info = this.inodes.info(f.path, st)
+    const o = info.origin
+    const size = info.chunks !== null
+      ? BigInt(this.chunks.size(info.chunks, f.path, o?.path ?? null, o !== null ? '/' + o.path : f.path))
+      : (o !== null && o.data === 'host' && st.isFile() ? BigInt(o.size) : st.size)
+    if (o === null) return { st, ino: this.inodes.map(Number(st.dev), Number(st.ino)), size, nlink: Number(st.nlink) }
     const ino = this.inodes.map(o.dev, o.ino)
     if (st.isDirectory()) {
       // A directory merged with a host directory: its link count would count only the
       // store's subdirectories. 1 tells find(1) and friends "unknown", as btrfs does.
-      return { st, ino, size: st.size, nlink: 1 }
+      return { st, ino, size, nlink: 1 }
     }
-    return { st, ino, size: o.data === 'host' && st.isFile() ? BigInt(o.size) : st.size, nlink: Number(st.nlink) }
+    return { st, ino, size, nlink: Number(st.nlink) }
   }
 
   // ---- reading the tree -----------------------------------------------------------------
@@ -277,45 +300,88 @@ export class Overlay {
     const attr = this.attrOf(f)
     if (f.layer === 'host') {
       const fd = fs.openSync(f.path, this.hostReadFlags)
-      return this.handles.add({ fd, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${f.st.dev}:${f.st.ino}` })
+      return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${f.st.dev}:${f.st.ino}` })
     }
-    const o = this.inodes.origin(f.path, f.st)
+    const info = this.inodes.info(f.path, f.st)
+    const o = info.origin
     if (o !== null && o.data === 'host' && f.st.isFile()) {
       const fd = this.copyup.openHost(o.path)
-      return this.handles.add({ fd, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${o.dev}:${o.ino}` })
+      return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${o.dev}:${o.ino}` })
+    }
+    if (info.chunks !== null) {
+      return this.handles.add({ fd: -1, chunks: this.acquireChunks(info, f.path), flags: C.O_RDONLY, ino: attr.ino, layer: 'upper', hostKey: null })
     }
     const fd = fs.openSync(f.path, C.O_RDONLY | C.O_NOFOLLOW)
-    return this.handles.add({ fd, flags: C.O_RDONLY, ino: attr.ino, layer: 'upper', hostKey: null })
+    return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'upper', hostKey: null })
+  }
+
+  /** The shared chunk engine of a chunked upper file, with a reference for a handle. */
+  private acquireChunks (info: UpperInfo, dataPath: string): { id: string, file: ChunkFile } {
+    const id = info.chunks as string
+    return { id, file: this.chunks.acquire(id, dataPath, info.origin?.path ?? null, info.origin !== null ? '/' + info.origin.path : dataPath) }
   }
 
   /** Opens the (now data-holding) sibling for writing, and moves host readers onto it. */
   private openWrite (dir: DirNode, name: string, flags: number): number {
     const up = dir.upperAt(name)
-    const fd = fs.openSync(up, C.O_RDWR | C.O_NOFOLLOW | (flags & (PASS_FLAGS | C.O_TRUNC)))
-    const st = fs.fstatSync(fd, { bigint: true })
-    const o = this.inodes.origin(up, st)
-    if (o !== null) this.handles.retarget(`${o.dev}:${o.ino}`, () => fs.openSync(up, C.O_RDONLY | C.O_NOFOLLOW))
+    const st = fs.lstatSync(up, { bigint: true })
+    if (!st.isFile()) fail('EINVAL', name)
+    const info = this.inodes.info(up, st)
+    const o = info.origin
     const ino = o !== null ? this.inodes.map(o.dev, o.ino) : this.inodes.map(Number(st.dev), Number(st.ino))
-    return this.handles.add({ fd, flags, ino, layer: 'upper', hostKey: null })
+    let h: Handle
+    if (info.chunks !== null) {
+      const chunks = this.acquireChunks(info, up)
+      if ((flags & C.O_TRUNC) !== 0 && chunks.file.size !== 0) chunks.file.truncate(0)
+      h = { fd: -1, chunks, flags, ino, layer: 'upper', hostKey: null }
+    } else {
+      h = { fd: fs.openSync(up, C.O_RDWR | C.O_NOFOLLOW | (flags & (PASS_FLAGS | C.O_TRUNC))), chunks: null, flags, ino, layer: 'upper', hostKey: null }
+    }
+    if (o !== null) {
+      this.handles.retarget(`${o.dev}:${o.ino}`, (r) => {
+        if (info.chunks !== null) r.chunks = this.acquireChunks(info, up)
+        else r.fd = fs.openSync(up, C.O_RDONLY | C.O_NOFOLLOW)
+      })
+    }
+    return this.handles.add(h)
   }
 
   read (fh: number, buf: Buffer, len: number, pos: number): number {
-    return fs.readSync(this.handle(fh).fd, buf, 0, len, pos)
+    const h = this.handle(fh)
+    if (h.chunks !== null) return this.chunkIo(h, () => (h.chunks as { file: ChunkFile }).file.read(buf, len, pos))
+    return fs.readSync(h.fd, buf, 0, len, pos)
   }
 
   write (fh: number, buf: Buffer, len: number, pos: number): number {
     const h = this.handle(fh)
     if (h.layer !== 'upper') fail('EBADF', String(fh))
+    if (h.chunks !== null) {
+      const file = h.chunks.file
+      // O_APPEND: the kernel sends its idea of the end; the engine's size is the truth.
+      return this.chunkIo(h, () => file.write(buf, len, (h.flags & C.O_APPEND) !== 0 ? file.size : pos))
+    }
     return fs.writeSync(h.fd, buf, 0, len, pos)
   }
 
+  /** Runs chunk I/O; an integrity error is logged with the file, and answered as EIO. */
+  private chunkIo<T> (h: Handle, fn: () => T): T {
+    try {
+      return fn()
+    } catch (err) {
+      if (isCode(err, 'EIO')) log(`I/O error on chunked file (map ${h.chunks?.id ?? '?'}): ${err instanceof Error ? err.message : String(err)}`)
+      throw err
+    }
+  }
+
   release (fh: number): void {
-    this.handles.release(fh)
+    const h = this.handles.release(fh)
+    if (h?.chunks != null) this.chunks.release(h.chunks.id)
   }
 
   fsync (fh: number, datasync: boolean): void {
     const h = this.handle(fh)
     if (h.layer !== 'upper') return // nothing of ours to flush; the host is not ours to touch
+    if (h.chunks !== null) { h.chunks.file.fsync(datasync); return }
     if (datasync) fs.fdatasyncSync(h.fd)
     else fs.fsyncSync(h.fd)
   }
@@ -332,14 +398,23 @@ export class Overlay {
     if (f.st.isDirectory()) fail('EISDIR', p)
     if (!f.st.isFile()) fail('EINVAL', p)
     const pending = this.copyup.data(f.dir, f.name, size === 0)
-    if (pending === null) { fs.truncateSync(f.dir.upperAt(f.name), size); return }
-    return pending.then(() => fs.truncateSync(f.dir.upperAt(f.name), size))
+    if (pending === null) { this.truncateUpper(f.dir.upperAt(f.name), size); return }
+    return pending.then(() => this.truncateUpper(f.dir.upperAt(f.name), size))
+  }
+
+  private truncateUpper (up: string, size: number): void {
+    const st = fs.lstatSync(up, { bigint: true })
+    const info = this.inodes.info(up, st)
+    if (info.chunks === null) { fs.truncateSync(up, size); return }
+    const c = this.acquireChunks(info, up)
+    try { c.file.truncate(size) } finally { this.chunks.release(c.id) }
   }
 
   ftruncate (fh: number, size: number): void {
     const h = this.handle(fh)
     if (h.layer !== 'upper') fail('EBADF', String(fh))
-    fs.ftruncateSync(h.fd, size)
+    if (h.chunks !== null) h.chunks.file.truncate(size)
+    else fs.ftruncateSync(h.fd, size)
   }
 
   // ---- new entries ----------------------------------------------------------------------
@@ -413,9 +488,17 @@ export class Overlay {
     let fd = -1
     this.makeEntry(dir, name, caller, false, (q) => {
       fd = fs.openSync(q, C.O_CREAT | C.O_EXCL | C.O_RDWR | C.O_NOFOLLOW | (flags & PASS_FLAGS), mode & 0o7777)
+      if (this.copyup.compress) {
+        try { this.copyup.newChunked(q) } catch (err) { fs.closeSync(fd); throw err }
+      }
     })
     const st = fs.fstatSync(fd, { bigint: true })
-    return this.handles.add({ fd, flags, ino: this.inodes.map(Number(st.dev), Number(st.ino)), layer: 'upper', hostKey: null })
+    const ino = this.inodes.map(Number(st.dev), Number(st.ino))
+    if (!this.copyup.compress) return this.handles.add({ fd, chunks: null, flags, ino, layer: 'upper', hostKey: null })
+    fs.closeSync(fd)
+    const up = dir.upperAt(name)
+    const chunks = this.acquireChunks(this.inodes.info(up, fs.lstatSync(up, { bigint: true })), up)
+    return this.handles.add({ fd: -1, chunks, flags, ino, layer: 'upper', hostKey: null })
   }
 
   mknod (p: string, mode: number, rdev: number, caller: Caller): void {
@@ -476,17 +559,27 @@ export class Overlay {
     const hid = this.hidden.get(p)
     if (hid !== undefined) {
       this.hidden.delete(p)
+      const id = this.lastChunks(hid, lstatOrNull(hid))
       fs.rmSync(hid, { force: true })
+      if (id !== null) this.chunks.remove(id)
       return
     }
     const f = this.find(p)
     if (f.st.isDirectory()) fail('EISDIR', p)
+    const id = f.layer === 'upper' ? this.lastChunks(f.path, f.st) : null
     if (!this.hostHas(f.dir, f.name)) {
       fs.unlinkSync(f.path) // only in the store
-      return
+    } else {
+      this.copyup.upperDir(f.dir)
+      this.whiteout(f.dir, f.name)
     }
-    this.copyup.upperDir(f.dir)
-    this.whiteout(f.dir, f.name)
+    if (id !== null) this.chunks.remove(id)
+  }
+
+  /** The chunk map of an upper file about to lose its last name, or null. */
+  private lastChunks (p: string, st: fs.BigIntStats | null): string | null {
+    if (st === null || !st.isFile() || st.nlink !== 1n) return null
+    return this.inodes.info(p, st).chunks
   }
 
   async rmdir (p: string): Promise<void> {
@@ -562,8 +655,10 @@ export class Overlay {
     //    through: a whiteout, promised by an intent file until it is there.
     const needsWhiteout = this.hostHas(sdir, sname)
     const intent = needsWhiteout ? this.writeIntent(src) : null
+    const dstChunks = dst0 !== null && !dst0.isDirectory() ? this.lastChunks(dUp, dst0) : null
     fs.renameSync(sdir.upperAt(sname), dUp)
     if (dst0 !== null && !dst0.isDirectory()) this.inodes.forget(Number(dst0.ino))
+    if (dstChunks !== null) this.chunks.remove(dstChunks)
     this.resolver.invalidate(src)
     this.resolver.invalidate(dst)
     if (needsWhiteout) this.whiteout(sdir, sname)

@@ -23,7 +23,11 @@ import crypto from 'node:crypto'
 import { SiblingError, isCode } from '../errors.js'
 
 export const STORE_FORMAT = 'siblingfs-store'
-export const STORE_VERSION = 1
+/** Version 2 added chunked (sparse, optionally lz4-compressed) siblings and store options. */
+export const STORE_VERSION = 2
+/** Versions this release opens; older ones are migrated at mount (see migrate()). */
+const MIGRATABLE = new Set([1])
+export const MAPS_DIR = 'maps'
 export const MANIFEST_FILE = 'siblingfs.json'
 export const UPPER_DIR = 'upper'
 export const WORK_DIR = 'work'
@@ -40,7 +44,9 @@ export const XATTR = {
    *  one at the same path (a renamed host directory). Value: the path, "" for the root. */
   redirect: 'user.siblingfs.redirect',
   /** On a sibling: the host entry it was copied up from, as JSON (see Origin). */
-  origin: 'user.siblingfs.origin'
+  origin: 'user.siblingfs.origin',
+  /** On a chunked regular file: the name of its chunk map in maps/. */
+  chunks: 'user.siblingfs.chunks'
 } as const
 
 /** A user's own xattr whose name collides with our prefix is stored under this one. */
@@ -60,12 +66,29 @@ export interface Origin {
   /** The original's size and mtime (ns, decimal string) when the sibling was made. */
   size: number
   mtimeNs: string
-  data: 'host' | 'store'
+  data: 'host' | 'store' | 'chunks'
 }
 
+/** Fixed when the store is created; recorded in the manifest. */
 export interface StoreOptions {
-  [key: string]: unknown
+  /** Bytes per chunk of a chunked sibling. */
+  chunkSize: number
+  compress: 'none' | 'lz4'
 }
+
+/**
+ * 64 KiB, as qcow2's default cluster: one changed byte stores 64 KiB (+ a map entry); a
+ * 1 GiB file's chunk map has 16,384 16-byte entries (256 KiB, sparse on disk); smaller
+ * chunks multiply map entries and per-chunk work, larger ones the bytes stored per change.
+ */
+export const DEFAULT_STORE_OPTIONS: StoreOptions = { chunkSize: 65536, compress: 'none' }
+
+/**
+ * Host files at least this large are copied up sparsely (only the chunks written are
+ * stored); smaller ones are copied whole, which costs less than a chunk map (a 1 MiB copy
+ * takes about a millisecond from the page cache). A compressed store chunks every file.
+ */
+export const SPARSE_MIN_BYTES = 1 << 20
 
 export interface Manifest {
   format: string
@@ -80,6 +103,7 @@ export interface StorePaths {
   root: string
   upper: string
   work: string
+  maps: string
   manifest: string
   lock: string
 }
@@ -89,6 +113,7 @@ export function storePaths (root: string): StorePaths {
     root,
     upper: path.join(root, UPPER_DIR),
     work: path.join(root, WORK_DIR),
+    maps: path.join(root, MAPS_DIR),
     manifest: path.join(root, MANIFEST_FILE),
     lock: path.join(root, LOCK_FILE)
   }
@@ -127,7 +152,7 @@ function parseManifest (file: string): Manifest {
       hint: 'point --store at a siblingfs store, or at an empty or new directory'
     })
   }
-  if (man.version !== STORE_VERSION) {
+  if (man.version !== STORE_VERSION && !MIGRATABLE.has(man.version as number)) {
     throw new SiblingError('SFS_STORE_VERSION',
       `the store at ${path.dirname(file)} has format version ${String(man.version)}; this siblingfs reads version ${STORE_VERSION}`, {
         hint: 'use the siblingfs release that made this store, or a new --store directory'
@@ -138,7 +163,12 @@ function parseManifest (file: string): Manifest {
       hint: 'restore the manifest, or start a new store'
     })
   }
-  return { format: man.format, version: man.version, host: man.host, createdAt: String(man.createdAt ?? ''), options: man.options ?? {} }
+  const o = (man.options ?? {}) as Partial<StoreOptions>
+  const options: StoreOptions = {
+    chunkSize: typeof o.chunkSize === 'number' ? o.chunkSize : DEFAULT_STORE_OPTIONS.chunkSize,
+    compress: o.compress === 'lz4' ? 'lz4' : 'none'
+  }
+  return { format: man.format, version: man.version as number, host: man.host, createdAt: String(man.createdAt ?? ''), options }
 }
 
 /** Reads and validates an existing store's manifest; undefined when the directory has none. */
@@ -169,7 +199,39 @@ function assertEmptyOrAbsent (root: string): void {
  * Refuses a store made for another host tree or of another format version.
  * Creation is crash-safe: the manifest is written last, by rename.
  */
-export function openOrCreateStore (root: string, hostReal: string, options: StoreOptions = {}): Manifest {
+function writeManifest (root: string, man: Manifest): void {
+  const p = storePaths(root)
+  const tmp = p.manifest + '.tmp'
+  fs.writeFileSync(tmp, JSON.stringify(man, null, 2) + '\n', { mode: 0o644 })
+  const fd = fs.openSync(tmp, 'r')
+  try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
+  fs.renameSync(tmp, p.manifest)
+  fsyncDir(root)
+}
+
+/** Options asked for on the command line; unset ones take the store's (or the defaults). */
+export type RequestedOptions = Partial<StoreOptions>
+
+/** Throws when options asked for differ from the ones a store was created with. */
+export function checkOptions (root: string, have: StoreOptions, want: RequestedOptions): void {
+  for (const k of ['chunkSize', 'compress'] as const) {
+    if (want[k] !== undefined && want[k] !== have[k]) {
+      const flag = k === 'chunkSize' ? '--chunk-size' : '--compress'
+      throw new SiblingError('SFS_STORE_OPTIONS', `the store at ${root} was created with ${flag} ${String(have[k])}, not ${String(want[k])}`, {
+        hint: `drop ${flag} (a store's options are fixed when it is created), or use a new --store`, exitCode: 64
+      })
+    }
+  }
+}
+
+/**
+ * Opens the store at `root` for `hostReal`, creating it when absent (or empty) with the
+ * requested options. Refuses a store made for another host tree, of an unknown format
+ * version, or with other options than requested. Migrates a version 1 store (which has no
+ * chunked siblings) by adding maps/ and rewriting the manifest. Creation is crash-safe: the
+ * manifest is written last, by rename.
+ */
+export function openOrCreateStore (root: string, hostReal: string, want: RequestedOptions = {}): Manifest {
   const p = storePaths(root)
   let man = readManifest(root)
   if (man === undefined) {
@@ -177,13 +239,9 @@ export function openOrCreateStore (root: string, hostReal: string, options: Stor
     fs.mkdirSync(root, { recursive: true, mode: 0o700 })
     fs.mkdirSync(p.upper, { recursive: true, mode: 0o755 })
     fs.mkdirSync(p.work, { recursive: true, mode: 0o700 })
-    man = { format: STORE_FORMAT, version: STORE_VERSION, host: hostReal, createdAt: new Date().toISOString(), options }
-    const tmp = p.manifest + '.tmp'
-    fs.writeFileSync(tmp, JSON.stringify(man, null, 2) + '\n', { mode: 0o644 })
-    const fd = fs.openSync(tmp, 'r')
-    try { fs.fsyncSync(fd) } finally { fs.closeSync(fd) }
-    fs.renameSync(tmp, p.manifest)
-    fsyncDir(root)
+    fs.mkdirSync(p.maps, { recursive: true, mode: 0o700 })
+    man = { format: STORE_FORMAT, version: STORE_VERSION, host: hostReal, createdAt: new Date().toISOString(), options: { ...DEFAULT_STORE_OPTIONS, ...want } }
+    writeManifest(root, man)
     return man
   }
   if (man.host !== hostReal) {
@@ -191,12 +249,23 @@ export function openOrCreateStore (root: string, hostReal: string, options: Stor
       hint: 'use that host tree, or another --store for this one'
     })
   }
+  checkOptions(root, man.options, want)
   for (const d of [p.upper, p.work]) {
     if (!fs.existsSync(d)) {
       throw new SiblingError('SFS_STORE_CORRUPT', `the store at ${root} has no ${path.basename(d)}/ directory`, {
-        hint: 'run `siblingfs fsck` on it, or restore it from a backup'
+        hint: 'run `siblingfs fsck --repair` on it, or restore it from a backup', exitCode: 73
       })
     }
+  }
+  if (man.version !== STORE_VERSION) {
+    // Version 1 -> 2: same layout, plus maps/ and options in the manifest.
+    fs.mkdirSync(p.maps, { recursive: true, mode: 0o700 })
+    man = { ...man, version: STORE_VERSION }
+    writeManifest(root, man)
+  } else if (!fs.existsSync(p.maps)) {
+    throw new SiblingError('SFS_STORE_CORRUPT', `the store at ${root} has no maps/ directory`, {
+      hint: 'run `siblingfs fsck --repair` on it, or restore it from a backup', exitCode: 73
+    })
   }
   return man
 }
@@ -268,7 +337,7 @@ export function parseOrigin (buf: Buffer | null): Origin | null {
   if (buf === null) return null
   try {
     const o = JSON.parse(buf.toString('utf8')) as Origin
-    if (typeof o.path !== 'string' || (o.data !== 'host' && o.data !== 'store')) return null
+    if (typeof o.path !== 'string' || (o.data !== 'host' && o.data !== 'store' && o.data !== 'chunks')) return null
     return o
   } catch {
     return null

@@ -97,9 +97,9 @@ function walk (up: string, rel: string, host: string, hostRel: string | null, ou
     const type = typeOf(st)
     if (origin !== null && origin.path !== natural) {
       out.push({ path: mergedPath, kind: 'renamed', type, from: '/' + origin.path })
-      if (origin.data === 'store') out.push({ path: mergedPath, kind: 'modified', type })
+      if (origin.data !== 'host') out.push({ path: mergedPath, kind: 'modified', type })
     } else if (origin !== null) {
-      if (origin.data === 'store') out.push({ path: mergedPath, kind: 'modified', type })
+      if (origin.data !== 'host') out.push({ path: mergedPath, kind: 'modified', type })
       else if (hst === null || metaDiffers(st, hst)) out.push({ path: mergedPath, kind: 'meta', type })
     } else if (hst !== null && st.isSymbolicLink() && hst.isSymbolicLink() && fs.readlinkSync(p) === fs.readlinkSync(path.join(host, natural as string))) {
       out.push({ path: mergedPath, kind: 'meta', type }) // a symlink copied up for chown or utimens

@@ -21,6 +21,7 @@ import { SiblingError } from '../errors.js'
 import { buildConfig, resolveHostAndStore, within } from '../daemon/config.js'
 import { startDaemon } from '../daemon/main.js'
 import type { CacheOptions } from '../fuse/mount.js'
+import type { RequestedOptions } from '../store/format.js'
 import { diffStore, summarize, type Change, type DiffSummary } from './diff.js'
 
 export type Isolation = 'bwrap' | 'chroot' | 'none'
@@ -32,6 +33,8 @@ export interface RunOptions {
   cmd: string[]
   cwd: string
   cache: CacheOptions
+  storeOptions: RequestedOptions
+  chunkCacheBytes: number
 }
 
 export interface RunResult {
@@ -98,11 +101,11 @@ function commandFor (o: RunOptions, host: string, store: string, mnt: string): {
 
 export async function runSandboxed (o: RunOptions): Promise<RunResult> {
   if (o.cmd.length === 0) throw new SiblingError('SFS_USAGE', 'no command to run', { hint: 'siblingfs run -- CMD [ARGS...]', exitCode: 64 })
-  const pre = resolveHostAndStore(o.host, o.store)
+  const pre = resolveHostAndStore(o.host, o.store, o.storeOptions)
   const mnt = makeMountpoint(pre.host, pre.store)
   let daemon
   try {
-    const cfg = buildConfig({ host: o.host, mountpoint: mnt, store: o.store, cache: o.cache })
+    const cfg = buildConfig({ host: o.host, mountpoint: mnt, store: o.store, cache: o.cache, storeOptions: o.storeOptions, chunkCacheBytes: o.chunkCacheBytes })
     const spec = commandFor(o, cfg.host, cfg.store, mnt)
     daemon = await startDaemon(cfg)
     const exitCode = await spawnAndWait(spec)

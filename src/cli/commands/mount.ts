@@ -5,9 +5,9 @@ import type { Argv, CommandModule } from 'yargs'
 import { buildConfig } from '../../daemon/config.js'
 import { startDaemon } from '../../daemon/main.js'
 import { printLine } from '../output.js'
-import { cacheOptions, withCacheOptions, type CacheArgs } from '../options.js'
+import { cacheOptions, storeOptions, withCacheOptions, withStoreOptions, type CacheArgs, type StoreArgs } from '../options.js'
 
-interface Args extends CacheArgs {
+interface Args extends CacheArgs, StoreArgs {
   host: string
   mountpoint: string
   store?: string
@@ -18,15 +18,19 @@ interface Args extends CacheArgs {
 export const mountCommand: CommandModule<object, Args> = {
   command: 'mount <host> <mountpoint>',
   describe: 'mount a writable, sandboxed view of HOST at MOUNTPOINT (stays in the foreground)',
-  builder: (y: Argv) => withCacheOptions(y
+  builder: (y: Argv) => withStoreOptions(withCacheOptions(y
     .positional('host', { type: 'string', demandOption: true, describe: 'the directory tree to show (never modified)' })
     .positional('mountpoint', { type: 'string', demandOption: true, describe: 'an empty directory outside HOST' })
     .option('store', { type: 'string', describe: 'where changes go (default: $XDG_DATA_HOME/siblingfs/<host>-<hash>)' })
     .option('allow-other', { type: 'boolean', describe: 'let other users use the mount (default: on when run as root)' })
     .option('debug', { type: 'boolean', default: false, describe: 'print every FUSE request (libfuse debug)' })
-  ) as unknown as Argv<Args>,
+  )) as unknown as Argv<Args>,
   handler: async (a) => {
-    const cfg = buildConfig({ host: a.host, mountpoint: a.mountpoint, store: a.store, allowOther: a['allow-other'], debug: a.debug, cache: cacheOptions(a) })
+    const so = storeOptions(a)
+    const cfg = buildConfig({
+      host: a.host, mountpoint: a.mountpoint, store: a.store, allowOther: a['allow-other'], debug: a.debug,
+      cache: cacheOptions(a), storeOptions: so.want, chunkCacheBytes: so.cacheBytes
+    })
     const d = await startDaemon(cfg)
     printLine(`siblingfs: mounted ${cfg.host} at ${cfg.mountpoint} (store ${cfg.store})`)
     await new Promise<void>((resolve) => {

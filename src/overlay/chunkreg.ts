@@ -1,0 +1,115 @@
+/**
+ * Open chunked siblings, shared by every handle and stat of the same file.
+ *
+ * Owns: one ChunkFile per chunk map (by map id), reference-counted by open handles, plus a
+ * small set of idle ones kept open so that `stat` of a chunked file (its size lives in the
+ * map) costs no open. A ChunkFile's in-memory map must be the only one for its file:
+ * two would overwrite each other's entries.
+ * Host drift: a chunked sibling reads the chunks it never wrote from its host original,
+ * so it depends on that file staying as it was (like a qcow2 overlay on its backing file).
+ * At open, the original's (dev, ino, size, mtime) is compared with what the map recorded;
+ * when it changed, the file is opened without the host (its unwritten chunks then fail with
+ * EIO, logged with the file's name) and `drifted` lists it. Old and new host bytes are
+ * never mixed.
+ * Does not: decide which files are chunked (copyup.ts, overlay.ts).
+ */
+import fs from 'node:fs'
+import { LRUCache } from 'lru-cache'
+import { log } from '../log.js'
+import { ChunkCache, ChunkFile, type ChunkOptions, type HostIdentity } from '../store/chunks.js'
+
+export interface ChunkRegistryOptions {
+  opts: ChunkOptions
+  cache: ChunkCache
+  /** `*at` path of a map by id. */
+  mapPath: (id: string) => string
+  /** Opens the host original (host-relative path) for reading, or throws. */
+  openHost: (rel: string) => number
+}
+
+interface Entry { file: ChunkFile, refs: number }
+
+export class ChunkRegistry {
+  private readonly open = new Map<string, Entry>()
+  private readonly idle: LRUCache<string, ChunkFile>
+  /** Map id -> merged path of siblings whose host original changed. */
+  readonly drifted = new Map<string, string>()
+
+  constructor (private readonly o: ChunkRegistryOptions) {
+    this.idle = new LRUCache<string, ChunkFile>({
+      max: 256,
+      // Closes a file leaving the idle set, unless it left because a handle took it.
+      dispose: (file, id) => { if (this.open.get(id)?.file !== file) file.close() }
+    })
+  }
+
+  /** The ChunkFile of map `id` for data file `dataPath`, with a reference for a handle. */
+  acquire (id: string, dataPath: string, originPath: string | null, label: string): ChunkFile {
+    const e = this.open.get(id)
+    if (e !== undefined) { e.refs++; return e.file }
+    let file = this.idle.get(id)
+    if (file !== undefined) {
+      this.open.set(id, { file, refs: 1 })
+      this.idle.delete(id) // dispose sees it is open and leaves it
+      return file
+    }
+    file = this.openFile(id, dataPath, originPath, label)
+    this.open.set(id, { file, refs: 1 })
+    return file
+  }
+
+  release (id: string): void {
+    const e = this.open.get(id)
+    if (e === undefined) return
+    if (--e.refs > 0) return
+    this.open.delete(id)
+    this.idle.set(id, e.file)
+  }
+
+  /** The logical size of a chunked file (opens it idle if needed). */
+  size (id: string, dataPath: string, originPath: string | null, label: string): number {
+    const e = this.open.get(id)
+    if (e !== undefined) return e.file.size
+    let file = this.idle.get(id)
+    if (file === undefined) {
+      file = this.openFile(id, dataPath, originPath, label)
+      this.idle.set(id, file)
+    }
+    return file.size
+  }
+
+  /** Forgets a map whose file is gone, and deletes the map. */
+  remove (id: string): void {
+    const e = this.open.get(id)
+    if (e !== undefined) return // still open through a handle: removed at the hidden file's unlink
+    this.idle.delete(id)
+    fs.rmSync(this.o.mapPath(id), { force: true })
+    this.drifted.delete(id)
+  }
+
+  private openFile (id: string, dataPath: string, originPath: string | null, label: string): ChunkFile {
+    let hostFd = -1
+    if (originPath !== null) {
+      try { hostFd = this.o.openHost(originPath) } catch { hostFd = -1 }
+    }
+    const file = ChunkFile.open(dataPath, this.o.mapPath(id), this.o.opts, this.o.cache, hostFd)
+    if (file.hostLimit > 0 && hostFd >= 0 && !sameHost(file.host, fs.fstatSync(hostFd, { bigint: true }))) {
+      log(`host original of ${label} (/${originPath ?? ''}) changed since the sibling was made: its unwritten chunks now read as errors (EIO); see \`siblingfs status\``)
+      file.close()
+      this.drifted.set(id, label)
+      return ChunkFile.open(dataPath, this.o.mapPath(id), this.o.opts, this.o.cache, -1)
+    }
+    if (file.hostLimit > 0 && hostFd < 0) this.drifted.set(id, label)
+    return file
+  }
+
+  closeAll (): void {
+    for (const e of this.open.values()) e.file.close()
+    this.open.clear()
+    this.idle.clear()
+  }
+}
+
+export function sameHost (h: HostIdentity | null, st: fs.BigIntStats): boolean {
+  return h !== null && h.dev === Number(st.dev) && h.ino === Number(st.ino) && h.size === Number(st.size) && h.mtimeNs === String(st.mtimeNs)
+}
