@@ -130,6 +130,12 @@ export function renderMarkdown (r: Report, jsonName: string): string {
     `load average at start ${mc.loadStart.map((x) => x.toFixed(2)).join(' ')}, at end ${mc.loadEnd.map((x) => x.toFixed(2)).join(' ')}` +
     ` (max 1-min load seen between workloads: ${Math.max(...r.load.map((l) => l.load1), ...mc.loadStart.slice(0, 1)).toFixed(2)}).`, '')
   L.push(`Versions: ${Object.entries(mc.versions).map(([k, v]) => `${k} ${v}`).join(', ')}; siblingfs ${mc.siblingfsCommit}.`, '')
+  const ds = r.dataset as Record<string, number | string | null>
+  const n = (k: string): string => typeof ds[k] === 'number' ? (ds[k] as number).toLocaleString('en-US') : '?'
+  const b = (k: string): string => typeof ds[k] === 'number' ? fmtBytes(ds[k] as number) : '?'
+  L.push(`Data: a tree of ${n('treeFiles')} files (${b('treeBytes')}), a ${b('bigBytes')} file, a directory of ${n('dirEntries')} entries, ` +
+    `a tar of ${n('smallTarFiles')} small files, a source tree of ${n('srcFiles')} files (${b('srcBytes')}), a compressible tree of ${n('compFiles')} files (${b('compBytes')}; ` +
+    `the lz4 codec alone, one frame per whole file, makes it ${typeof ds.compLz4RefRatio === 'number' ? (100 * ds.compLz4RefRatio).toFixed(1) + '%' : '?'} of its size), writes of ${b('writeBytes')}.`, '')
   const skipped = r.variants.filter((v) => v.status === 'skipped')
   if (skipped.length > 0) L.push(`Skipped variants: ${skipped.map((v) => `**${v.name}** (${v.note})`).join('; ')}.`, '')
   L.push(`Cells: median [min–max] over ${r.params.mounts} fresh mount(s) per variant` +
@@ -187,7 +193,8 @@ const COLORS: Record<string, string> = {
   'fuse-overlayfs': '#1f77b4',
   'unionfs-fuse': '#9467bd',
   siblingfs: '#d62728',
-  'siblingfs-lz4': '#ff7f0e'
+  'siblingfs-lz4': '#ff7f0e',
+  'siblingfs-cached': '#f4a3a3'
 }
 
 function esc (s: string): string { return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;') }

@@ -37,6 +37,8 @@ export interface ModeParams {
   writesPerMount: number
   writeBytes: number
   fioRuntime: number
+  /** Measured fio runs per mount (after one untimed run). */
+  fioRuns: number
   readdirRuns: number
   gitStatusRuns: number
 }
@@ -156,7 +158,7 @@ export const WORKLOADS: Workload[] = [
       }
       await timed(run('dd', [`if=${big}`, 'of=/dev/null', 'bs=128k']), 'dd warm-up')
       await fio()
-      for (let i = 0; i < c.p.warm; i++) c.record('randread', await fio())
+      for (let i = 0; i < c.p.fioRuns; i++) c.record('randread', await fio())
     })
   },
   {

@@ -49,14 +49,22 @@ export async function main (argv: string[]): Promise<void> {
     .version()
     .wrap(Math.min(100, process.stdout.columns ?? 100))
     .fail((msg, err) => {
-      if (err !== undefined && err !== null) throw err
-      throw new SiblingError('SFS_USAGE', msg, { hint: 'see `siblingfs --help`', exitCode: 64 })
+      if (err instanceof SiblingError) throw err
+      // A command that failed: yargs passes no message, only the error.
+      if ((msg === null || msg === undefined) && err !== undefined && err !== null) throw err
+      // yargs' own validation and .check() failures: usage errors, on one line.
+      const text = (msg ?? 'bad usage').replace(/\s*\n\s*/g, ' ')
+      throw new SiblingError('SFS_USAGE', text, { hint: 'see `siblingfs --help`', exitCode: 64 })
     })
   try {
     await cli.parseAsync()
   } catch (err) {
     process.exitCode = report(err)
   }
+  // fuse-native can keep the event loop alive after its mount is gone (an unmount by
+  // someone else); the command is over, so the process ends here, once output is flushed.
+  const code = typeof process.exitCode === 'number' ? process.exitCode : 0
+  process.stdout.write('', () => process.stderr.write('', () => process.exit(code)))
 }
 
 if (require.main === module) void main(process.argv.slice(2))

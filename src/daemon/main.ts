@@ -10,7 +10,7 @@
 import { SiblingError, isCode } from '../errors.js'
 import { loadFuse, mountOverlay, type Mounted } from '../fuse/mount.js'
 import { Overlay } from '../overlay/overlay.js'
-import { cleanWork, lockStore, openOrCreateStore, storePaths } from '../store/format.js'
+import { cleanWork, lockStore, openOrCreateStore, readManifest, storePaths, type Manifest } from '../store/format.js'
 import { lgetxattr, lremovexattr, lsetxattr } from '../sys/native.js'
 import { log } from '../log.js'
 import { scanDrift } from '../tools/status.js'
@@ -45,12 +45,17 @@ function checkXattrs (upper: string): void {
 export async function startDaemon (cfg: DaemonConfig): Promise<Daemon> {
   loadFuse() // fail on a missing libfuse before touching anything
   process.umask(0) // modes come from the kernel's requests, already masked by the caller's umask
-  const manifest = openOrCreateStore(cfg.store, cfg.host, cfg.storeOptions)
-  checkXattrs(storePaths(cfg.store).upper)
+  // A new store is made first (the lock file lives in it); an existing one is locked before
+  // anything in it is touched (migration, the xattr probe), so a refused second daemon
+  // changes nothing.
+  if (readManifest(cfg.store) === undefined) openOrCreateStore(cfg.store, cfg.host, cfg.storeOptions)
   const unlock = lockStore(cfg.store)
   let overlay: Overlay | undefined
   let mounted: Mounted
+  let manifest: Manifest
   try {
+    manifest = openOrCreateStore(cfg.store, cfg.host, cfg.storeOptions)
+    checkXattrs(storePaths(cfg.store).upper)
     overlay = new Overlay({ host: cfg.host, store: cfg.store, options: manifest.options, chunkCacheBytes: cfg.chunkCacheBytes })
     cleanWork(cfg.store)
     for (const d of scanDrift(cfg.store, manifest).drift) {

@@ -188,7 +188,7 @@ export class ChunkFile {
   readonly id: string
   readonly dataPath: string
   readonly mapPath: string
-  /** Set when a read found the host file shorter than `hostLimit` (it read as zeros): drift. The caller may reset it. */
+  /** Set when a read found the host file shorter than `hostLimit` (the missing bytes read as zeros): drift. The caller may reset it. */
   hostShort = false
 
   private readonly cs: number
@@ -213,6 +213,8 @@ export class ChunkFile {
   private readonly hbuf = Buffer.alloc(MAP_HEADER_SIZE)
   private canPunch = true
   private closed = false
+  /** Whether map entries and slots past the size, left by a killed process, are gone. */
+  private tidied = false
 
   private constructor (dataPath: string, mapPath: string, dataFd: number, mapFd: number, hostFd: number,
     header: Buffer, table: Buffer, opts: ChunkOptions, cache: ChunkCache) {
@@ -296,10 +298,14 @@ export class ChunkFile {
 
   /**
    * Opens an existing chunked file. Validates the map header (magic, version, chunk size as
-   * opts, checksum): SiblingError 'EIO' naming mapPath otherwise. Completes what a killed
-   * process left (map entries and data beyond the size are dropped, see STORE-FORMAT.md).
-   * On success takes ownership of hostFd (closed by close()); -1 means the host original is
-   * gone: its bytes read as zeros and set hostShort.
+   * opts, checksum): SiblingError 'EIO' naming mapPath otherwise. Changes nothing on disk
+   * until the first write or truncate (so status and fsck may open a file a daemon is
+   * using); that one first removes what a killed process left past the size (see
+   * STORE-FORMAT.md, "Commits and crashes").
+   * On success takes ownership of hostFd (closed by close()). -1 means the host original is
+   * not available (gone, or changed: the caller compares `host` with it): then reading bytes
+   * below hostLimit that were never written fails with EIO (never zeros instead of the host's
+   * bytes); written chunks, and bytes from hostLimit on, read as usual.
    */
   static open (dataPath: string, mapPath: string, opts: ChunkOptions, cache: ChunkCache, hostFd: number): ChunkFile {
     checkOptions(opts)
@@ -332,10 +338,7 @@ export class ChunkFile {
       const n = Math.ceil(size / cs)
       const table = Buffer.alloc(n * MAP_ENTRY_SIZE)
       preadFull(mapFd, table, 0, table.length, MAP_HEADER_SIZE) // beyond the map's EOF: absent (zeros)
-      // Recovery: entries and slots of chunks wholly beyond the size belong to a write that
-      // never committed its size, or to a shrink that was killed after its commit.
-      if (mapLen > MAP_HEADER_SIZE + table.length) fs.ftruncateSync(mapFd, MAP_HEADER_SIZE + table.length)
-      if (fs.fstatSync(dataFd).size > 2 * n * cs) fs.ftruncateSync(dataFd, 2 * n * cs)
+      // Entries past the size are not loaded; they are removed before the first change (tidy()).
       return new ChunkFile(dataPath, mapPath, dataFd, mapFd, hostFd, header, table, opts, cache)
     } catch (err) {
       closeQuietly(mapFd)
@@ -398,8 +401,12 @@ export class ChunkFile {
   private readBase (abs: number, buf: Buffer, at: number, len: number): void {
     let got = 0
     if (abs < this.limitNow) {
+      if (this.hostFd < 0) {
+        throw this.chunkError(Math.floor(abs / this.cs), 'its unwritten bytes are the host original\'s, which is not available',
+          'the host file changed or disappeared after the sibling was made; see `siblingfs status`')
+      }
       const want = Math.min(len, this.limitNow - abs)
-      got = this.hostFd >= 0 ? preadFull(this.hostFd, buf, at, want, abs) : 0
+      got = preadFull(this.hostFd, buf, at, want, abs)
       if (got < want) this.hostShort = true
     }
     if (got < len) buf.fill(0, at + got, at + len)
@@ -438,10 +445,8 @@ export class ChunkFile {
     return null
   }
 
-  private chunkError (c: number, why: string, cause?: unknown): SiblingError {
-    return new SiblingError('EIO', `chunk ${c} at offset ${c * this.cs} of ${this.dataPath}: ${why}`, {
-      path: this.dataPath, cause, hint: 'run `siblingfs fsck`; this chunk\'s stored data is damaged'
-    })
+  private chunkError (c: number, why: string, hint = 'run `siblingfs fsck`; this chunk\'s stored data is damaged'): SiblingError {
+    return new SiblingError('EIO', `chunk ${c} at offset ${c * this.cs} of ${this.dataPath}: ${why}`, { path: this.dataPath, hint })
   }
 
   /** Problem reading stored chunk c into `out` (exactly its raw length), or null when `out` holds its content. */
@@ -507,6 +512,7 @@ export class ChunkFile {
     const end = pos + len
     if (end > MAX_SIZE) throw new SiblingError('EFBIG', `a chunked file cannot grow beyond ${MAX_SIZE} bytes`, { path: this.dataPath })
     const cs = this.cs
+    this.tidy()
     const oldSize = this.sizeNow
     const newSize = Math.max(oldSize, end)
     try {
@@ -649,6 +655,17 @@ export class ChunkFile {
     if (fs.fstatSync(this.dataFd).size > 2 * n * this.cs) fs.ftruncateSync(this.dataFd, 2 * n * this.cs)
   }
 
+  /**
+   * Before the first change: removes the map entries and slots of chunks wholly past the
+   * size, left by a write killed before its size commit or by a shrink killed after it.
+   * Growing the file over them would otherwise bring them back.
+   */
+  private tidy (): void {
+    if (this.tidied) return
+    this.dropBeyond(Math.ceil(this.sizeNow / this.cs))
+    this.tidied = true
+  }
+
   private dropBeyondQuietly (n: number): void {
     try { this.dropBeyond(n) } catch { /* open() drops them too */ }
   }
@@ -658,6 +675,7 @@ export class ChunkFile {
     this.checkOpen()
     if (!Number.isSafeInteger(size) || size < 0) throw einval(`bad size ${size}`)
     if (size > MAX_SIZE) throw new SiblingError('EFBIG', `a chunked file cannot grow beyond ${MAX_SIZE} bytes`, { path: this.dataPath })
+    this.tidy()
     const oldSize = this.sizeNow
     if (size === oldSize) return
     if (size < oldSize) {
@@ -749,7 +767,7 @@ export class ChunkFile {
       const hostSize = this.hostFd >= 0 ? fs.fstatSync(this.hostFd).size : -1
       if (hostSize < this.limitNow) {
         problems.push(hostSize < 0
-          ? `host original missing: bytes below ${this.limitNow} that were never written read as zeros`
+          ? `host original not available: bytes below ${this.limitNow} that were never written cannot be read`
           : `host original is ${hostSize} bytes, shorter than the ${this.limitNow} it provides: the rest reads as zeros`)
       }
     }

@@ -178,7 +178,11 @@ export function readManifest (root: string): Manifest | undefined {
   return parseManifest(p.manifest)
 }
 
-/** Checks that a directory with no manifest may become a store: absent or empty. */
+function isEmptyDir (p: string): boolean {
+  try { return fs.statSync(p).isDirectory() && fs.readdirSync(p).length === 0 } catch { return false }
+}
+
+/** Checks that a directory with no manifest may become a store: absent, empty, or half made. */
 function assertEmptyOrAbsent (root: string): void {
   let names: string[]
   try {
@@ -187,7 +191,11 @@ function assertEmptyOrAbsent (root: string): void {
     if (isCode(err, 'ENOENT')) return
     throw new SiblingError('SFS_STORE_UNREADABLE', `cannot read the store directory ${root}`, { cause: err })
   }
-  if (names.length > 0) {
+  // What a daemon killed while creating the store leaves (the manifest is written last, so
+  // nothing was ever stored): treated as empty.
+  const halfMade = names.every(n => [UPPER_DIR, WORK_DIR, MAPS_DIR, LOCK_FILE, MANIFEST_FILE + '.tmp'].includes(n)) &&
+    [UPPER_DIR, WORK_DIR, MAPS_DIR].every(d => !names.includes(d) || isEmptyDir(path.join(root, d)))
+  if (names.length > 0 && !halfMade) {
     throw new SiblingError('SFS_STORE_NOT_EMPTY', `${root} is not empty and is not a siblingfs store`, {
       hint: 'choose an empty or new directory for --store'
     })

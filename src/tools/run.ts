@@ -78,7 +78,9 @@ function commandFor (o: RunOptions, host: string, store: string, mnt: string): {
   const [cmd, ...args] = o.cmd
   if (o.isolate === 'none') {
     const cwd = within(o.cwd, host) ? path.join(mnt, path.relative(host, o.cwd)) : mnt
-    return { file: cmd, args, cwd }
+    // Not spawn's `cwd`: libuv's spawn waits for the child's chdir, and a chdir into the
+    // mount waits for this very process to answer. The shell changes directory after exec.
+    return { file: '/bin/sh', args: ['-c', 'cd "$0" && exec "$@"', cwd, cmd, ...args], cwd: '/' }
   }
   if (o.isolate === 'chroot') {
     if (process.geteuid?.() !== 0) {

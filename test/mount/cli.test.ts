@@ -10,7 +10,7 @@ import test, { type ExecutionContext } from 'ava'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fuseAvailable, hashTree, isMounted, useMount } from '../helpers/sandbox.js'
-import { hostUnchanged, mtest } from '../helpers/mountkit.js'
+import { hostUnchanged } from '../helpers/mountkit.js'
 import { cli, freshDirs, lines, tempRoot, type CliResult, type Dirs } from '../helpers/progkit.js'
 
 interface Before { host: string, store: string | null, mnt: string[] | null, xdg: string }
@@ -59,9 +59,14 @@ function unchanged (t: ExecutionContext, d: Dirs, b: Before): void {
   t.false(fs.existsSync(b.xdg), 'no default store was created')
 }
 
+// Serial: the checks run the CLI synchronously, which would stall another test's mount start.
+const mserial = fuseAvailable ? test.serial : test.skip
+/** Known daemon bugs (see the report): these fail until the daemon is fixed. */
+const mserialFailing = fuseAvailable ? test.serial : test.skip
+
 const TREE = { 'a.txt': 'a\n', sub: { 'b.txt': 'b\n' } }
 
-test('mount with no HOST and no MOUNTPOINT', (t) => {
+test.serial('mount with no HOST and no MOUNTPOINT', (t) => {
   const d = freshDirs(t, TREE)
   const b = snapshot(d)
   refused(t, run(d, ['mount']), { status: 64, msg: /argument|HOST|host|mountpoint/i })
@@ -70,7 +75,7 @@ test('mount with no HOST and no MOUNTPOINT', (t) => {
   unchanged(t, d, b)
 })
 
-test('HOST does not exist', (t) => {
+test.serial('HOST does not exist', (t) => {
   const d = freshDirs(t, TREE)
   const b = snapshot(d)
   refused(t, run(d, ['mount', path.join(d.root, 'nohost'), d.mnt, '--store', d.store]), { status: 66, msg: /host tree .*nohost does not exist/ })
@@ -78,14 +83,14 @@ test('HOST does not exist', (t) => {
   unchanged(t, d, b)
 })
 
-test('HOST is a file', (t) => {
+test.serial('HOST is a file', (t) => {
   const d = freshDirs(t, TREE)
   const b = snapshot(d)
   refused(t, run(d, ['mount', path.join(d.host, 'a.txt'), d.mnt, '--store', d.store]), { status: 64, msg: /not a directory/ })
   unchanged(t, d, b)
 })
 
-test('MOUNTPOINT does not exist', (t) => {
+test.serial('MOUNTPOINT does not exist', (t) => {
   const d = freshDirs(t, TREE)
   fs.rmdirSync(d.mnt)
   const b = snapshot(d)
@@ -93,7 +98,7 @@ test('MOUNTPOINT does not exist', (t) => {
   unchanged(t, d, b)
 })
 
-test('MOUNTPOINT is not empty', (t) => {
+test.serial('MOUNTPOINT is not empty', (t) => {
   const d = freshDirs(t, TREE)
   fs.writeFileSync(path.join(d.mnt, 'keep'), 'keep\n')
   const b = snapshot(d)
@@ -102,7 +107,7 @@ test('MOUNTPOINT is not empty', (t) => {
   unchanged(t, d, b)
 })
 
-mtest('MOUNTPOINT is already a mount (another siblingfs)', async (t) => {
+mserial('MOUNTPOINT is already a mount (another siblingfs)', async (t) => {
   const m = await useMount(t, { host: TREE })
   const d = freshDirs(t, { 'x.txt': 'x\n' })
   fs.rmdirSync(d.mnt)
@@ -117,7 +122,7 @@ mtest('MOUNTPOINT is already a mount (another siblingfs)', async (t) => {
   hostUnchanged(t, m)
 })
 
-test('MOUNTPOINT inside HOST, and HOST as its own mount point', (t) => {
+test.serial('MOUNTPOINT inside HOST, and HOST as its own mount point', (t) => {
   const d = freshDirs(t, { ...TREE, mnt: {} })
   const b = snapshot(d)
   refused(t, run(d, ['mount', d.host, path.join(d.host, 'mnt'), '--store', d.store]), { status: 64, msg: /mount point .* lies inside the host tree/ })
@@ -126,7 +131,7 @@ test('MOUNTPOINT inside HOST, and HOST as its own mount point', (t) => {
   unchanged(t, d, b)
 })
 
-test('HOST inside MOUNTPOINT', (t) => {
+test.serial('HOST inside MOUNTPOINT', (t) => {
   const d = freshDirs(t, TREE)
   const inner = path.join(d.mnt, 'h')
   fs.mkdirSync(inner)
@@ -135,7 +140,7 @@ test('HOST inside MOUNTPOINT', (t) => {
   unchanged(t, d, b)
 })
 
-test('store inside HOST (and the default store when HOST is an ancestor of it)', (t) => {
+test.serial('store inside HOST (and the default store when HOST is an ancestor of it)', (t) => {
   const d = freshDirs(t, TREE)
   const b = snapshot(d)
   refused(t, run(d, ['mount', d.host, d.mnt, '--store', path.join(d.host, 'store')]), { status: 64, msg: /store .* lies inside the host tree/ })
@@ -147,7 +152,7 @@ test('store inside HOST (and the default store when HOST is an ancestor of it)',
   unchanged(t, d, b)
 })
 
-test('HOST inside the store', (t) => {
+test.serial('HOST inside the store', (t) => {
   const d = freshDirs(t, TREE)
   fs.mkdirSync(d.store)
   const host2 = path.join(d.store, 'h')
@@ -158,7 +163,7 @@ test('HOST inside the store', (t) => {
   unchanged(t, d, b)
 })
 
-test('store inside MOUNTPOINT', (t) => {
+test.serial('store inside MOUNTPOINT', (t) => {
   const d = freshDirs(t, TREE)
   const b = snapshot(d)
   refused(t, run(d, ['mount', d.host, d.mnt, '--store', path.join(d.mnt, 'st')]), { status: 64, msg: /store .* mount point .* overlap/ })
@@ -171,7 +176,7 @@ function writeManifest (store: string, m: object): void {
   fs.writeFileSync(path.join(store, 'siblingfs.json'), JSON.stringify(m))
 }
 
-test('a store of format version 99', (t) => {
+test.serial('a store of format version 99', (t) => {
   const d = freshDirs(t, TREE)
   writeManifest(d.store, { format: 'siblingfs-store', version: 99, host: fs.realpathSync(d.host), createdAt: 'x', options: {} })
   const b = snapshot(d)
@@ -183,7 +188,7 @@ test('a store of format version 99', (t) => {
   unchanged(t, d, b)
 })
 
-test('a store that belongs to another host', (t) => {
+test.serial('a store that belongs to another host', (t) => {
   const d = freshDirs(t, TREE)
   const other = path.join(d.root, 'other')
   fs.mkdirSync(other)
@@ -193,7 +198,7 @@ test('a store that belongs to another host', (t) => {
   unchanged(t, d, b)
 })
 
-test('a store directory that is not a store (not empty, no manifest), or a corrupt manifest', (t) => {
+test.serial('a store directory that is not a store (not empty, no manifest), or a corrupt manifest', (t) => {
   const d = freshDirs(t, TREE)
   fs.mkdirSync(d.store)
   fs.writeFileSync(path.join(d.store, 'precious.txt'), 'mine\n')
@@ -207,7 +212,7 @@ test('a store directory that is not a store (not empty, no manifest), or a corru
   unchanged(t, d, b)
 })
 
-test('an unknown flag, an unknown command', (t) => {
+test.serial('an unknown flag, an unknown command', (t) => {
   const d = freshDirs(t, TREE)
   const b = snapshot(d)
   refused(t, run(d, ['mount', d.host, d.mnt, '--store', d.store, '--bogus']), { status: 64, msg: /[Uu]nknown argument.*bogus/ })
@@ -215,7 +220,7 @@ test('an unknown flag, an unknown command', (t) => {
   unchanged(t, d, b)
 })
 
-test('a value not among the choices (--data-cache, --isolate): one line naming the flag, exit 64', (t) => {
+test.serial('a value not among the choices (--data-cache, --isolate): one line naming the flag, exit 64', (t) => {
   const d = freshDirs(t, TREE)
   const b = snapshot(d)
   refused(t, run(d, ['mount', d.host, d.mnt, '--store', d.store, '--data-cache', 'sometimes']), { status: 64, msg: /data-cache/ })
@@ -223,7 +228,7 @@ test('a value not among the choices (--data-cache, --isolate): one line naming t
   unchanged(t, d, b)
 })
 
-test('a bad flag value (--attr-timeout -1) is bad usage: exit 64 like every other usage error', (t) => {
+test.serial('a bad flag value (--attr-timeout -1) is bad usage: exit 64 like every other usage error', (t) => {
   const d = freshDirs(t, TREE)
   const b = snapshot(d)
   refused(t, run(d, ['mount', d.host, d.mnt, '--store', d.store, '--attr-timeout', '-1']), { status: 64, msg: /attr-timeout/ })
@@ -231,7 +236,7 @@ test('a bad flag value (--attr-timeout -1) is bad usage: exit 64 like every othe
   unchanged(t, d, b)
 })
 
-test('run with no command; diff of a store that does not exist', (t) => {
+test.serial('run with no command; diff of a store that does not exist', (t) => {
   const d = freshDirs(t, TREE)
   const b = snapshot(d)
   refused(t, run(d, ['run', '--host', d.host, '--store', d.store]), { status: 64, msg: /no command/ })
@@ -242,7 +247,7 @@ test('run with no command; diff of a store that does not exist', (t) => {
   t.false(fs.existsSync(path.join(d.root, 'xdg-run', 'siblingfs')) && fs.readdirSync(path.join(d.root, 'xdg-run', 'siblingfs')).length > 0, 'no private mount point left')
 })
 
-test('--help, mount --help, run --help, diff --help exit 0 and describe the flags', (t) => {
+test.serial('--help, mount --help, run --help, diff --help exit 0 and describe the flags', (t) => {
   const d = freshDirs(t, TREE)
   const b = snapshot(d)
   const top = run(d, ['--help'])
@@ -261,7 +266,7 @@ test('--help, mount --help, run --help, diff --help exit 0 and describe the flag
   unchanged(t, d, b)
 })
 
-const bwrapTest = fs.existsSync('/usr/bin/bwrap') ? test : test.skip
+const bwrapTest = fs.existsSync('/usr/bin/bwrap') ? test.serial : test.skip
 
 bwrapTest('no /dev/fuse (hidden by bwrap): mount and run say what to do, exit 69, create nothing', (t) => {
   const d = freshDirs(t, TREE)
@@ -277,7 +282,7 @@ bwrapTest('no /dev/fuse (hidden by bwrap): mount and run say what to do, exit 69
   t.deepEqual(fs.existsSync(runDir) ? fs.readdirSync(runDir) : [], [], 'no private mount point left')
 })
 
-test('libfuse.so.2 cannot be loaded (a bogus one first in LD_LIBRARY_PATH): says what to install, exit 69, creates nothing', (t) => {
+test.serial('libfuse.so.2 cannot be loaded (a bogus one first in LD_LIBRARY_PATH): says what to install, exit 69, creates nothing', (t) => {
   const d = freshDirs(t, TREE)
   const lib = path.join(tempRoot(t), 'lib')
   fs.mkdirSync(lib)
@@ -297,7 +302,7 @@ test('libfuse.so.2 cannot be loaded (a bogus one first in LD_LIBRARY_PATH): says
   t.is(dd.status, 66)
 })
 
-mtest('a second daemon on a store that is in use is refused (SFS_STORE_BUSY)', async (t) => {
+mserial('a second daemon on a store that is in use is refused (SFS_STORE_BUSY)', async (t) => {
   const m = await useMount(t, { host: TREE })
   fs.writeFileSync(m.m('new.txt'), 'new\n')
   const d = freshDirs(t)
@@ -319,7 +324,7 @@ mtest('a second daemon on a store that is in use is refused (SFS_STORE_BUSY)', a
   hostUnchanged(t, m)
 })
 
-mtest('a refused second daemon does not touch the store in use (not even upper/\'s ctime or xattrs)', async (t) => {
+mserialFailing('a refused second daemon does not touch the store in use (not even upper/\'s ctime or xattrs)', async (t) => {
   const m = await useMount(t, { host: TREE })
   fs.writeFileSync(m.m('new.txt'), 'new\n')
   const d = freshDirs(t)

@@ -202,6 +202,23 @@ mtestFailing('BUG: a new file never inherits the identity of a deleted sibling (
   hostUnchanged(t, m)
 })
 
+mtestFailing('BUG: a new file never inherits the chunk map of a deleted chunked sibling (reused store inode)', async (t) => {
+  const m = await useMount(t, { host: fixture() })
+  fs.appendFileSync(m.m('big.bin'), 'x') // 1 MiB: a chunked sibling
+  const sib = lst(m.u('big.bin')).ino
+  fs.unlinkSync(m.m('big.bin'))
+  let reused = ''
+  for (let i = 0; i < 20 && reused === ''; i++) {
+    fs.writeFileSync(m.m(`new${i}`), `new ${i}\n`)
+    if (lst(m.u(`new${i}`)).ino === sib) reused = `new${i}`
+  }
+  t.not(reused, '', 'precondition: the store reused the inode number')
+  t.is(errOf(() => fs.lstatSync(m.m(reused))), 'OK', 'the new file exists')
+  t.is(errOf(() => fs.readFileSync(m.m(reused), 'utf8')), 'OK')
+  if (fs.existsSync(m.m(reused))) t.is(fs.readFileSync(m.m(reused), 'utf8'), `new ${reused.slice(3)}\n`)
+  hostUnchanged(t, m)
+})
+
 mtestFailing('BUG: the same through a file unlinked while open (hidden in work/, freed at release)', async (t) => {
   const m = await useMount(t, { host: fixture() })
   const fd = fs.openSync(m.m('b.txt'), 'r')

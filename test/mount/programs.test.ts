@@ -6,11 +6,17 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { REPO, hashTree, isMounted, sh, storeInfo, useMount, type TreeNode } from '../helpers/sandbox.js'
-import { hostUnchanged, lst, mtest, q, useMountPrepared, walk } from '../helpers/mountkit.js'
+import test, { type ExecutionContext } from 'ava'
+import { REPO, fuseAvailable, hashTree, isMounted, sh, storeInfo, useMount, type TreeNode } from '../helpers/sandbox.js'
+import { hostUnchanged, lst, q, useMountPrepared, walk } from '../helpers/mountkit.js'
 import { cli, cliAsync, forceUnmountBelow, freshDirs, lines, tempRoot } from '../helpers/progkit.js'
 
-const GIT_ENV = { GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null', GIT_AUTHOR_DATE: '', GIT_COMMITTER_DATE: '' }
+// Serial: the programs run synchronously (sh), which would stall another test's mount start.
+const ptest = fuseAvailable ? test.serial : test.skip
+/** Known daemon bugs (see the report): these fail until the daemon is fixed. */
+const ptestFailing = fuseAvailable ? test.serial : test.skip
+
+const GIT_ENV = { GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null' }
 const GIT = 'git -c user.name=Tester -c user.email=tester@example.com -c init.defaultBranch=main -c advice.detachedHead=false'
 
 function project (): { [name: string]: TreeNode } {
@@ -27,7 +33,7 @@ function ok (t: { is: (a: unknown, b: unknown, m?: string) => void }, r: { statu
   t.is(r.status, 0, `${what} failed: ${r.stdout}${r.stderr}`)
 }
 
-mtest('git init / add / commit inside the mount; status clean; a host file modified and committed', async (t) => {
+ptest('git init / add / commit inside the mount; status clean; a host file modified and committed', async (t) => {
   const m = await useMount(t, { host: project() })
   const cwd = m.m('')
   ok(t, sh(`${GIT} init -q`, { cwd, env: GIT_ENV }), 'git init')
@@ -65,7 +71,7 @@ mtest('git init / add / commit inside the mount; status clean; a host file modif
   hostUnchanged(t, m)
 })
 
-mtest('a host that is itself a git repository: status, modify, diff, commit through the mount', async (t) => {
+ptest('a host that is itself a git repository: status, modify, diff, commit through the mount', async (t) => {
   const m = await useMountPrepared(t, project(), (host) => {
     const r = sh(`${GIT} init -q && ${GIT} add -A && ${GIT} commit -q -m host-initial && ${GIT} gc -q`, { cwd: host, env: GIT_ENV })
     if (r.status !== 0) throw new Error(`preparing the host repository failed: ${r.stderr}`)
@@ -101,7 +107,7 @@ mtest('a host that is itself a git repository: status, modify, diff, commit thro
   t.is(fs.readFileSync(m.h('src/main.c'), 'utf8'), 'int main(void) { return 0; }\n')
 })
 
-mtest('tar x of an archive with hard links and symlinks; tar c of the result round-trips', async (t) => {
+ptest('tar x of an archive with hard links and symlinks; tar c of the result round-trips', async (t) => {
   const m = await useMount(t, { host: { pkg: { 'old.txt': 'host version\n', 'keep.txt': 'keep\n' }, other: 'other\n' } })
   const tmp = tempRoot(t)
   const src = path.join(tmp, 'pkg')
@@ -163,7 +169,7 @@ mtest('tar x of an archive with hard links and symlinks; tar c of the result rou
   hostUnchanged(t, m)
 })
 
-mtest('tar x of a hard-linked pair: both names show nlink 2 at once (no stale cached attributes)', async (t) => {
+ptestFailing('tar x of a hard-linked pair: both names show nlink 2 at once (no stale cached attributes)', async (t) => {
   const m = await useMount(t, { host: { pkg: { 'old.txt': 'old\n' } } })
   const tmp = tempRoot(t)
   fs.mkdirSync(path.join(tmp, 'pkg'))
@@ -198,7 +204,7 @@ function sqlOnCopy (tmp: string, dbFile: string, sql: string): string {
   return sh(`sqlite3 ${q(c)} ${q(sql)}`).stdout.trim()
 }
 
-mtest('sqlite3: transactions, rollback, integrity_check, WAL mode, and a host database', async (t) => {
+ptest('sqlite3: transactions, rollback, integrity_check, WAL mode, and a host database', async (t) => {
   const m = await useMountPrepared(t, { data: {} }, (host) => {
     const sql = `PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); BEGIN; ${sqlInserts(100)} COMMIT;`
     const w = sh(`sqlite3 ${q(path.join(host, 'data', 'host.db'))} ${q(sql)}`)
@@ -270,7 +276,7 @@ PRAGMA integrity_check;`, cwd)
   hostUnchanged(t, m)
 })
 
-mtest('sed -i on a host file', async (t) => {
+ptest('sed -i on a host file', async (t) => {
   const m = await useMount(t, { host: { conf: { 'app.ini': { $mode: 0o640, $content: 'name=foo\nport=80\nfoo=foo\n' }, 'other.ini': 'x\n' } } })
   const before = lst(m.m('conf/app.ini'))
   ok(t, sh('sed -i s/foo/bar/g conf/app.ini', { cwd: m.m('') }), 'sed -i')
@@ -288,7 +294,7 @@ mtest('sed -i on a host file', async (t) => {
   hostUnchanged(t, m)
 })
 
-mtest('cp -a of a host subtree keeps modes, owners, ns times, symlinks and hard links', async (t) => {
+ptest('cp -a of a host subtree keeps modes, owners, ns times, symlinks and hard links', async (t) => {
   const tree: { [name: string]: TreeNode } = {
     tree: {
       'plain.txt': 'plain\n',
@@ -338,7 +344,7 @@ mtest('cp -a of a host subtree keeps modes, owners, ns times, symlinks and hard 
   hostUnchanged(t, m)
 })
 
-mtest('make builds a C program; the binary runs from the mount; mtimes drive rebuilds', async (t) => {
+ptest('make builds a C program; the binary runs from the mount; mtimes drive rebuilds', async (t) => {
   const m = await useMount(t, {
     host: {
       proj: {
@@ -400,7 +406,7 @@ ${store === '' ? '' : `test -z "$(ls -A ${q(store)} 2>/dev/null)" || fail 'the s
 exit ${code}
 `
 
-function checkRunResult (t: Parameters<Parameters<typeof mtest>[1]>[0], host: string, store: string, hostHash: string, r: { status: number | null, stdout: string, stderr: string }, code: number): void {
+function checkRunResult (t: ExecutionContext, host: string, store: string, hostHash: string, r: { status: number | null, stdout: string, stderr: string }, code: number): void {
   t.is(r.status, code, `exit status passed through; stdout: ${r.stdout} stderr: ${r.stderr}`)
   t.notRegex(r.stdout, /CHECK-FAIL/)
   t.regex(r.stderr, /^siblingfs: 1 added, 1 modified, 1 deleted/m)
@@ -421,7 +427,7 @@ function checkRunResult (t: Parameters<Parameters<typeof mtest>[1]>[0], host: st
   t.like(JSON.parse(j.stdout), { summary: { added: 1, modified: 1, deleted: 1 } })
 }
 
-mtest('siblingfs run --isolate bwrap: the command sees the view at the host path; exit status, summary, diff', async (t) => {
+ptest('siblingfs run --isolate bwrap: the command sees the view at the host path; exit status, summary, diff', async (t) => {
   const d = freshDirs(t)
   fs.rmSync(d.host, { recursive: true })
   t.is(sh(`cp -a ${q(path.join(REPO, 'src'))} ${q(d.host)}`).status, 0)
@@ -444,7 +450,7 @@ mtest('siblingfs run --isolate bwrap: the command sees the view at the host path
   t.is(hashTree(d.host), hostHash)
 })
 
-mtest('siblingfs run --isolate none: the command runs with its cwd in the mount', async (t) => {
+ptestFailing('siblingfs run --isolate none: the command runs with its cwd in the mount', async (t) => {
   const d = freshDirs(t)
   fs.rmSync(d.host, { recursive: true })
   t.is(sh(`cp -a ${q(path.join(REPO, 'src'))} ${q(d.host)}`).status, 0)
@@ -452,7 +458,7 @@ mtest('siblingfs run --isolate none: the command runs with its cwd in the mount'
   const script = `pwd; echo new > added.txt; rm errors.ts; echo '// changed in the sandbox' >> log.ts; ls | grep -qx added.txt || exit 98; ls | grep -qx errors.ts && exit 99; exit 3`
   const xdg = path.join(d.root, 'xdg')
   const r = await cliAsync(['run', '--isolate', 'none', '--host', d.host, '--store', d.store, '--', 'sh', '-c', script], {
-    cwd: d.host, env: { XDG_RUNTIME_DIR: xdg }, timeout: 20000, rescue: () => { t.log('timed out; aborting', forceUnmountBelow(xdg)) }
+    cwd: d.host, env: { XDG_RUNTIME_DIR: xdg }, timeout: 10000, rescue: () => { t.log('timed out; aborting', forceUnmountBelow(xdg)) }
   })
   t.false(r.timedOut, 'siblingfs run --isolate none hung (the command never started)')
   const pwd = lines(r.stdout)[0] ?? ''

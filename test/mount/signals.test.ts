@@ -9,9 +9,13 @@ import test, { type ExecutionContext } from 'ava'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
-import { CLI, fuseAvailable, hashTree, isMounted, startMount, useMount } from '../helpers/sandbox.js'
+import { CLI, errOf, fuseAvailable, hashTree, isMounted, startMount, useMount } from '../helpers/sandbox.js'
 import { hostUnchanged, mtest } from '../helpers/mountkit.js'
 import { forceUnmountBelow, freshDirs, killPid, sleep, waitExit, type Dirs } from '../helpers/progkit.js'
+
+const stest = fuseAvailable ? test.serial : test.skip
+/** Known daemon bugs (see the report): these fail until the daemon is fixed. */
+const stestFailing = fuseAvailable ? test.serial : test.skip
 
 const TREE = { 'a.txt': 'alpha\n', dir: { 'b.txt': 'bravo\n' }, big: Buffer.alloc(2 << 20, 3) }
 
@@ -55,12 +59,12 @@ mtest('SIGTERM while a file is open and a process has its cwd in the mount: stil
   hostUnchanged(t, m)
 })
 
-mtest('an unmount by someone else (fusermount -u) ends the daemon, which releases the store', async (t) => {
+stestFailing('an unmount by someone else (fusermount -u) ends the daemon, which releases the store', async (t) => {
   const m = await useMount(t, { host: TREE })
   fs.writeFileSync(m.m('new.txt'), 'new\n')
   const u = spawn('fusermount', ['-u', m.mnt], { stdio: 'ignore' })
   t.is((await waitExit(u, 10000))?.code, 0, 'fusermount -u')
-  const r = await waitExit(m.child, 15000)
+  const r = await waitExit(m.child, 8000)
   t.not(r, null, `the daemon exits once its mount is gone; stderr: ${m.stderr()}`)
   t.is(r?.code, 0)
   t.false(isMounted(m.mnt))
@@ -84,7 +88,7 @@ async function remountWorks (t: ExecutionContext, d: Dirs, hostHash: string): Pr
 }
 
 /** Spawns `siblingfs mount` and SIGTERMs it at `when` (ms after spawn, or when the mount appears). */
-async function termDuringStartup (t: ExecutionContext, when: number | 'mounted'): Promise<void> {
+async function termDuringStartup (t: ExecutionContext, when: number): Promise<void> {
   const d = freshDirs(t, TREE)
   const hostHash = hashTree(d.host)
   const child = spawn(process.execPath, [CLI, 'mount', d.host, d.mnt, '--store', d.store], { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -92,17 +96,11 @@ async function termDuringStartup (t: ExecutionContext, when: number | 'mounted')
   let out = ''
   child.stdout.on('data', (b: Buffer) => { out += b.toString() })
   child.stderr.on('data', (b: Buffer) => { out += b.toString() })
-  if (when === 'mounted') {
-    const t0 = Date.now()
-    while (!isMounted(d.mnt) && Date.now() - t0 < 15000 && child.exitCode === null) await sleep(1)
-    t.true(isMounted(d.mnt), 'the mount appeared')
-  } else {
-    await sleep(when)
-  }
+  await sleep(when)
   const readyBefore = out.includes('siblingfs: mounted')
   child.kill('SIGTERM')
   const r = await waitExit(child, 15000)
-  t.log(`SIGTERM at ${when}${when === 'mounted' ? '' : ' ms'}: exit ${JSON.stringify(r)}; ready line before the signal: ${readyBefore}; output: ${JSON.stringify(out)}`)
+  t.log(`SIGTERM at ${when} ms: exit ${JSON.stringify(r)}; ready line before the signal: ${readyBefore}; output: ${JSON.stringify(out)}`)
   if (r === null) {
     killPid(child.pid)
     await waitExit(child, 5000)
@@ -118,7 +116,6 @@ async function termDuringStartup (t: ExecutionContext, when: number | 'mounted')
   await remountWorks(t, d, hostHash)
 }
 
-const stest = fuseAvailable ? test.serial : test.skip
 
 for (const ms of [2, 20, 50, 100, 200]) {
   stest(`SIGTERM ${ms} ms after spawn: exits, leaves no mount; the store mounts again`, async (t) => {
@@ -132,16 +129,41 @@ for (const ms of [300, 400, 600]) {
   })
 }
 
-stest('SIGTERM the moment the mount appears (before the ready line): exits, leaves no mount', async (t) => {
-  await termDuringStartup(t, 'mounted')
+stestFailing('SIGTERM the moment the mount appears, before the ready line: exits and leaves no dead mount behind (up to 6 tries)', async (t) => {
+  let leftAt = 0
+  for (let attempt = 1; attempt <= 6 && leftAt === 0; attempt++) {
+    const d = freshDirs(t, TREE)
+    const hostHash = hashTree(d.host)
+    const child = spawn(process.execPath, [CLI, 'mount', d.host, d.mnt, '--store', d.store], { stdio: ['ignore', 'pipe', 'pipe'] })
+    t.teardown(() => { killPid(child.pid) })
+    let out = ''
+    child.stdout.on('data', (b: Buffer) => { out += b.toString() })
+    child.stderr.on('data', (b: Buffer) => { out += b.toString() })
+    const t0 = Date.now()
+    while (!isMounted(d.mnt) && Date.now() - t0 < 15000 && child.exitCode === null) await sleep(1)
+    t.true(isMounted(d.mnt), 'the mount appeared')
+    const readyBefore = out.includes('siblingfs: mounted')
+    child.kill('SIGTERM')
+    const r = await waitExit(child, 15000)
+    if (r === null) { killPid(child.pid); await waitExit(child, 5000) }
+    t.not(r, null, 'the daemon exits after SIGTERM')
+    const left = isMounted(d.mnt)
+    t.log(`attempt ${attempt}: exit ${JSON.stringify(r)}; ready line before the signal: ${readyBefore}; mount left: ${left}` +
+      (left ? `; readdir of it: ${errOf(() => fs.readdirSync(d.mnt))}; lock file left: ${fs.existsSync(path.join(d.store, 'lock'))}` : ''))
+    if (left) { forceUnmountBelow(d.root); leftAt = attempt }
+    t.is(hashTree(d.host), hostHash, 'the host tree must not change')
+    if (attempt === 1 || left) await remountWorks(t, d, hostHash)
+  }
+  t.is(leftAt, 0, 'a SIGTERM between mount(2) and the ready line left a dead mount behind')
 })
 
-stest('a store left half-created (directory with upper/ and work/ but no manifest) is treated as empty and mounts', async (t) => {
+stestFailing('a store left half-created (directory with upper/, work/, maps/ but no manifest) is treated as empty and mounts', async (t) => {
   // what a daemon killed inside openOrCreateStore leaves: STORE-FORMAT.md says such a store
   // "has no manifest and is treated as empty"
   const d = freshDirs(t, TREE)
   fs.mkdirSync(path.join(d.store, 'upper'), { recursive: true })
   fs.mkdirSync(path.join(d.store, 'work'))
+  fs.mkdirSync(path.join(d.store, 'maps'))
   fs.writeFileSync(path.join(d.store, 'siblingfs.json.tmp'), '{"format":"siblingfs-st')
   const hostHash = hashTree(d.host)
   await remountWorks(t, d, hostHash)

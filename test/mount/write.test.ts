@@ -165,7 +165,7 @@ mtest('a rename racing a data copy-up: the write lands in the renamed file or fa
   const child = spawn(process.execPath, ['-e', script, m.m('huge.bin')], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   child.stdout.on('data', (d: Buffer) => { out += d.toString() })
-  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()))
+  const exited = new Promise<void>((resolve) => child.on('close', () => resolve())) // after stdout is drained
   await new Promise(resolve => setTimeout(resolve, 80))
   fs.renameSync(m.m('huge.bin'), m.m('renamed.bin'))
   await exited

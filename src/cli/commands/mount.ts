@@ -26,19 +26,30 @@ export const mountCommand: CommandModule<object, Args> = {
     .option('debug', { type: 'boolean', default: false, describe: 'print every FUSE request (libfuse debug)' })
   )) as unknown as Argv<Args>,
   handler: async (a) => {
-    const so = storeOptions(a)
-    const cfg = buildConfig({
-      host: a.host, mountpoint: a.mountpoint, store: a.store, allowOther: a['allow-other'], debug: a.debug,
-      cache: cacheOptions(a), storeOptions: so.want, chunkCacheBytes: so.cacheBytes
-    })
-    const d = await startDaemon(cfg)
-    printLine(`siblingfs: mounted ${cfg.host} at ${cfg.mountpoint} (store ${cfg.store})`)
-    await new Promise<void>((resolve) => {
-      const sigs: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
-      const onSig = (): void => { for (const s of sigs) process.off(s, onSig); resolve() }
-      for (const s of sigs) process.on(s, onSig)
-      void d.gone.then(resolve)
-    })
-    await d.stop()
+    // Signals are caught from the start: one arriving while the mount is being made must
+    // still end in a clean unmount, not in a dead mount point.
+    let stopRequested = false
+    let wake: () => void = () => {}
+    const sigs: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
+    const onSig = (): void => { stopRequested = true; wake() }
+    for (const s of sigs) process.on(s, onSig)
+    try {
+      const so = storeOptions(a)
+      const cfg = buildConfig({
+        host: a.host, mountpoint: a.mountpoint, store: a.store, allowOther: a['allow-other'], debug: a.debug,
+        cache: cacheOptions(a), storeOptions: so.want, chunkCacheBytes: so.cacheBytes
+      })
+      const d = await startDaemon(cfg)
+      if (!stopRequested) {
+        printLine(`siblingfs: mounted ${cfg.host} at ${cfg.mountpoint} (store ${cfg.store})`)
+        await new Promise<void>((resolve) => {
+          wake = resolve
+          void d.gone.then(resolve)
+        })
+      }
+      await d.stop()
+    } finally {
+      for (const s of sigs) process.off(s, onSig)
+    }
   }
 }
