@@ -14,7 +14,7 @@
 import { opChannel } from '../log.js'
 import type { Caller, Overlay } from '../overlay/overlay.js'
 import { toErrno } from './errno.js'
-import { statArray, statfsObject } from './stat.js'
+import { direntArray, statArray, statfsObject } from './stat.js'
 
 type Cb = (err: number, ...rest: unknown[]) => void
 
@@ -59,7 +59,7 @@ export function createHandlers (ov: Overlay, caller: CallerSource): Record<strin
       run('statfs', _path, cb, () => ov.statfs(), (s) => cb(0, statfsObject(s)))
     },
     readdir (path: string, cb: Cb) {
-      run('readdir', path, cb, () => ov.readdir(path), (r) => cb(0, r.names, r.attrs.map(statArray)))
+      run('readdir', path, cb, () => ov.readdir(path), (r) => cb(0, r.names, r.names.map((_, i) => direntArray(r.inos[i], r.modes[i]))))
     },
     readlink (path: string, cb: Cb) {
       run('readlink', path, cb, () => ov.readlink(path), (t) => cb(0, t))
@@ -76,7 +76,7 @@ export function createHandlers (ov: Overlay, caller: CallerSource): Record<strin
       run('read', _path, cb, () => ov.read(fh, buf, len, pos), (n) => cb(n))
     },
     write (_path: string | null, fh: number, buf: Buffer, len: number, pos: number, cb: Cb) {
-      run('write', _path, cb, () => ov.write(fh, buf, len, pos), (n) => cb(n))
+      run('write', _path, cb, () => ov.write(_path, fh, buf, len, pos), (n) => cb(n))
     },
     release (_path: string | null, fh: number, cb: Cb) {
       run('release', _path, cb, () => ov.release(fh), ok0(cb))
@@ -91,7 +91,7 @@ export function createHandlers (ov: Overlay, caller: CallerSource): Record<strin
       run('truncate', path, cb, () => ov.truncate(path, size), ok0(cb))
     },
     ftruncate (_path: string | null, fh: number, size: number, cb: Cb) {
-      run('ftruncate', _path, cb, () => ov.ftruncate(fh, size), ok0(cb))
+      run('ftruncate', _path, cb, () => ov.ftruncate(_path, fh, size), ok0(cb))
     },
 
     mknod (path: string, mode: number, dev: number, cb: Cb) {

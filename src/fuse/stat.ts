@@ -41,6 +41,14 @@ export function statArray (attr: Attr): Uint32Array {
   return a
 }
 
+/** The stat of a directory entry as readdir reports it: only the inode number and type. */
+export function direntArray (ino: number, mode: number): Uint32Array {
+  const a = new Uint32Array(22)
+  a[0] = mode
+  put64(a, 7, ino)
+  return a
+}
+
 export function statfsObject (s: StatFs): Record<string, number> {
   return { ...s, fsid: 0, flag: 0 }
 }

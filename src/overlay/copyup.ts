@@ -28,7 +28,7 @@ import fs from 'node:fs'
 import { SiblingError, isCode } from '../errors.js'
 import crypto from 'node:crypto'
 import { ChunkFile, type ChunkCache, type ChunkOptions, type HostIdentity } from '../store/chunks.js'
-import { SPARSE_MIN_BYTES, XATTR_PREFIX, type Origin } from '../store/format.js'
+import { SPARSE_MIN_BYTES, XATTR_ESCAPE, XATTR_PREFIX, type Origin } from '../store/format.js'
 import { lgetxattr, llistxattr, lsetxattr, mknod, utimensat } from '../sys/native.js'
 import { at, lstatOrNull, splitPath, type DirNode, type Resolver } from './resolve.js'
 import type { InodeTable } from './inodes.js'
@@ -111,20 +111,24 @@ export class CopyUp {
    * Copies owner, mode, user xattrs, the origin record and times from host entry `src`
    * (stat `st`) onto store entry `dst`.
    */
-  copyMeta (src: string, dst: string, st: fs.BigIntStats, origin: Origin | null): void {
+  copyMeta (src: string, dst: string, st: fs.BigIntStats, origin: Origin | null, fromHost = true): void {
     const isLink = st.isSymbolicLink()
     if (this.ctx.canChown) fs.lchownSync(dst, Number(st.uid), Number(st.gid))
     if (!isLink) {
       fs.chmodSync(dst, Number(st.mode) & 0o7777) // after chown, which clears set-id bits
       for (const name of safeList(src)) {
-        if (!name.startsWith('user.') || name.startsWith(XATTR_PREFIX)) continue
+        if (!name.startsWith('user.')) continue
+        let stored = name
+        if (name.startsWith(XATTR_PREFIX)) {
+          // From the host, a user's own user.siblingfs.* name is escaped; from the store,
+          // escaped names are copied and our markers are not (the caller writes its own).
+          if (fromHost) stored = XATTR_ESCAPE + name.slice(XATTR_PREFIX.length)
+          else if (!name.startsWith(XATTR_ESCAPE)) continue
+        }
         const v = lgetxattr(src, name)
-        if (v !== null) lsetxattr(dst, name, v, 0)
+        if (v !== null) lsetxattr(dst, stored, v, 0)
       }
-      if (origin !== null) {
-        const dstSt = fs.lstatSync(dst, { bigint: true })
-        this.ctx.inodes.setOrigin(dst, Number(dstSt.ino), origin)
-      }
+      if (origin !== null) this.ctx.inodes.setOrigin(dst, fs.lstatSync(dst, { bigint: true }), origin)
     }
     const [as, an] = secNsec(st.atimeNs)
     const [ms, mn] = secNsec(st.mtimeNs)
@@ -218,7 +222,7 @@ export class CopyUp {
         } finally {
           fs.closeSync(fd)
         }
-        if (origin !== null) this.ctx.inodes.setOrigin(up, Number(ust.ino), { ...origin, data: 'store' })
+        if (origin !== null) this.ctx.inodes.setOrigin(up, ust, { ...origin, data: 'store' })
         return
       }
       // One link: build the whole sibling in work/, then rename it into place.
@@ -232,13 +236,13 @@ export class CopyUp {
         fd = -1
         if (ust !== null) {
           // A metadata-only sibling already holds the current metadata and origin.
-          this.copyMeta(up, tmp, ust, { ...(origin as Origin), data: 'store' })
+          this.copyMeta(up, tmp, ust, { ...(origin as Origin), data: 'store' }, false)
         } else {
           const hst = fs.fstatSync(srcFd, { bigint: true })
           this.copyMeta(dir.hostAt(name), tmp, hst, this.originOf(dir, name, hst, 'store'))
         }
         fs.renameSync(tmp, up)
-        if (ust !== null) this.ctx.inodes.forget(Number(ust.ino))
+        if (ust !== null) this.ctx.inodes.forget(ust)
       } catch (err) {
         if (fd >= 0) fs.closeSync(fd)
         fs.rmSync(tmp, { force: true })
@@ -260,8 +264,7 @@ export class CopyUp {
     const id = this.newMapId()
     const c = this.ctx.chunks
     ChunkFile.create(p, c.mapPath(id), { size: 0, hostLimit: 0, host: null }, c.opts, c.cache, -1).close()
-    const st = fs.lstatSync(p, { bigint: true })
-    this.ctx.inodes.setChunks(p, Number(st.ino), id)
+    this.ctx.inodes.setChunks(p, fs.lstatSync(p, { bigint: true }), id)
   }
 
   /**
@@ -294,20 +297,19 @@ export class CopyUp {
         // Hard-linked metadata-only sibling: map, marker, then the origin flip (commit).
         fs.truncateSync(up, 0)
         create(up)
-        this.ctx.inodes.setChunks(up, Number(ust.ino), id)
-        this.ctx.inodes.setOrigin(up, Number(ust.ino), { ...(origin as Origin), data: 'chunks' })
+        this.ctx.inodes.setChunks(up, ust, id)
+        this.ctx.inodes.setOrigin(up, ust, { ...(origin as Origin), data: 'chunks' })
         return
       }
       const tmp = this.tmp()
       try {
         fs.closeSync(fs.openSync(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o600))
         create(tmp)
-        if (ust !== null) this.copyMeta(up, tmp, ust, { ...(origin as Origin), data: 'chunks' })
+        if (ust !== null) this.copyMeta(up, tmp, ust, { ...(origin as Origin), data: 'chunks' }, false)
         else this.copyMeta(dir.hostAt(name), tmp, hst, this.originOf(dir, name, hst, 'chunks'))
-        const tst = fs.lstatSync(tmp, { bigint: true })
-        this.ctx.inodes.setChunks(tmp, Number(tst.ino), id)
+        this.ctx.inodes.setChunks(tmp, fs.lstatSync(tmp, { bigint: true }), id)
         fs.renameSync(tmp, up)
-        if (ust !== null) this.ctx.inodes.forget(Number(ust.ino))
+        if (ust !== null) this.ctx.inodes.forget(ust)
       } catch (err) {
         fs.rmSync(tmp, { force: true })
         fs.rmSync(c.mapPath(id), { force: true })

@@ -23,7 +23,9 @@ export interface Handle {
   /** Merged inode number, for fstat of an unlinked file. */
   ino: number
   /** Where the descriptor points: the host original, or the store. */
-  layer: 'host' | 'upper'
+  /** 'pending': opened for writing, not written yet; reads use the host original and the
+   *  first write (or ftruncate) makes the sibling. */
+  layer: 'host' | 'upper' | 'pending'
   /** Identity of the host original ("dev:ino") while layer is 'host'. */
   hostKey: string | null
 }
@@ -80,6 +82,19 @@ export class HandleTable {
       h.hostKey = null
     }
     this.byHost.delete(hostKey)
+  }
+
+  /** The pending (unwritten) write handles on host original `hostKey`. */
+  pendingOn (hostKey: string): Handle[] {
+    return [...(this.byHost.get(hostKey) ?? [])].filter(h => h.layer === 'pending')
+  }
+
+  /** Whether a handle opened for writing waits, unwritten, on host original `hostKey`. */
+  hasPending (hostKey: string): boolean {
+    const set = this.byHost.get(hostKey)
+    if (set === undefined) return false
+    for (const h of set) if (h.layer === 'pending') return true
+    return false
   }
 
   get openCount (): number {

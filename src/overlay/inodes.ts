@@ -30,11 +30,19 @@ export interface UpperInfo {
 }
 const NONE: UpperInfo = { origin: null, chunks: null }
 
+function infoKey (st: fs.BigIntStats): string {
+  return `${st.ino}:${st.birthtimeNs}`
+}
+
 export class InodeTable {
   private readonly devIndex = new Map<number, number>()
   private nextIndex = 2
-  /** upper inode number -> its markers. ~100 bytes per entry. */
-  private readonly infos = new LRUCache<number, UpperInfo>({ max: 65536 })
+  /**
+   * Upper inode -> its markers, keyed by inode number and birth time: a number the file
+   * system hands out again after a file is deleted comes with a new birth time, so a new
+   * file never inherits a deleted one's markers. ~150 bytes per entry.
+   */
+  private readonly infos = new LRUCache<string, UpperInfo>({ max: 65536 })
 
   constructor (hostDev: number, storeDev: number) {
     this.devIndex.set(hostDev, 0)
@@ -54,7 +62,7 @@ export class InodeTable {
   /** The markers of the upper entry at `p` (fd-relative path) with stat `st`. */
   info (p: string, st: fs.BigIntStats): UpperInfo {
     if (st.isSymbolicLink()) return NONE // user.* xattrs cannot live on symlinks
-    const key = Number(st.ino)
+    const key = infoKey(st)
     const hit = this.infos.get(key)
     if (hit !== undefined) return hit
     const origin = parseOrigin(lgetxattr(p, XATTR.origin))
@@ -69,22 +77,21 @@ export class InodeTable {
     return this.info(p, st).origin
   }
 
-  /** Writes the origin xattr of the upper entry at `p` and updates the cache. */
-  setOrigin (p: string, upperIno: number, o: Origin): void {
+  /** Writes the origin xattr of the upper entry at `p` (stat `st`); the cache re-reads it. */
+  setOrigin (p: string, st: fs.BigIntStats, o: Origin): void {
     lsetxattr(p, XATTR.origin, encodeOrigin(o), 0)
-    const cur = this.infos.get(upperIno)
-    this.infos.set(upperIno, { origin: o, chunks: cur?.chunks ?? null })
+    this.infos.delete(infoKey(st))
   }
 
-  /** Marks the upper file at `p` as chunked with map `id`. */
-  setChunks (p: string, upperIno: number, id: string): void {
+  /** Marks the upper file at `p` (stat `st`) as chunked with map `id`. */
+  setChunks (p: string, st: fs.BigIntStats, id: string): void {
     lsetxattr(p, XATTR.chunks, Buffer.from(id), 0)
-    this.infos.delete(upperIno) // re-read both markers on next use
+    this.infos.delete(infoKey(st))
   }
 
-  /** Forgets the cached markers of an upper inode (it was replaced by rename). */
-  forget (upperIno: number): void {
-    this.infos.delete(upperIno)
+  /** Forgets the cached markers of an upper inode that is gone or replaced. */
+  forget (st: fs.BigIntStats): void {
+    this.infos.delete(infoKey(st))
   }
 
   /** The merged inode number of an upper entry. */

@@ -20,7 +20,7 @@
 import fs from 'node:fs'
 import { fail, isCode } from '../errors.js'
 import { XATTR, XATTR_ESCAPE, XATTR_PREFIX, storePaths, type StoreOptions } from '../store/format.js'
-import { lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod as mknodAt, renameat2, RENAME_EXCHANGE, utimensat } from '../sys/native.js'
+import { lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod as mknodAt, readdirTyped, renameat2, RENAME_EXCHANGE, utimensat } from '../sys/native.js'
 import { log } from '../log.js'
 import { ChunkCache, type ChunkFile } from '../store/chunks.js'
 import { ChunkRegistry } from './chunkreg.js'
@@ -46,6 +46,16 @@ export interface Attr {
   size: bigint
   nlink: number
 }
+
+/** A directory listing: parallel arrays of names, merged inode numbers and st_mode types. */
+export interface DirListing {
+  names: string[]
+  inos: number[]
+  modes: number[]
+}
+
+/** d_type -> the S_IFMT bits of st_mode. */
+const DT_TO_MODE: Record<number, number> = { 1: C.S_IFIFO, 2: C.S_IFCHR, 4: C.S_IFDIR, 6: C.S_IFBLK, 8: C.S_IFREG, 10: C.S_IFLNK, 12: C.S_IFSOCK }
 
 export interface StatFs {
   bsize: number, frsize: number, blocks: number, bfree: number, bavail: number
@@ -215,18 +225,51 @@ export class Overlay {
     return { st, ino: h.ino, size: st.size, nlink: Number(st.nlink) }
   }
 
-  /** The merged entries of directory `p`, with '.' and '..' first, as ext4 lists them. */
-  readdir (p: string): { names: string[], attrs: Attr[] } {
+  /**
+   * The merged entries of directory `p`, with '.' and '..' first, as ext4 lists them, with
+   * the inode number and file type of each (what getdents reports; nothing more is needed).
+   * Host entries come from one getdents pass without a stat each: ~0.3 µs an entry instead
+   * of ~3 µs for an lstat through /proc/self/fd, which is most of a 10,000-entry listing.
+   */
+  readdir (p: string): DirListing {
     const node = this.resolver.dir(p)
-    const names: string[] = ['.', '..']
     const self = this.getattr(p)
-    const attrs: Attr[] = [self, p === '/' ? self : this.getattr(splitPath(p)[0])]
-    this.eachEntry(node, (f) => {
-      names.push(f.name)
-      attrs.push(this.attrOf(f))
-      return true
-    })
-    return { names, attrs }
+    const parent = p === '/' ? self : this.getattr(splitPath(p)[0])
+    const out: DirListing = { names: ['.', '..'], inos: [self.ino, parent.ino], modes: [Number(self.st.mode), Number(parent.st.mode)] }
+    const seen = new Set<string>()
+    if (node.hasUpper) {
+      for (const name of fs.readdirSync(at(node.upperFd, ''))) {
+        const up = node.upperAt(name)
+        const st = lstatOrNull(up)
+        if (st === null) continue
+        seen.add(name)
+        if (isWhiteout(up, st)) continue
+        const a = this.attrOf({ dir: node, name, layer: 'upper', path: up, st })
+        out.names.push(name)
+        out.inos.push(a.ino)
+        out.modes.push(Number(st.mode))
+      }
+    }
+    if (node.hasHost) {
+      const [names, inos, types] = readdirTyped(at(node.hostFd, ''))
+      const dev = Number(fs.lstatSync(at(node.hostFd, '.'), { bigint: true }).dev)
+      for (let i = 0; i < names.length; i++) {
+        const name = names[i]
+        if (seen.has(name)) continue
+        let mode = DT_TO_MODE[types[i]] ?? 0
+        let ino = inos[i]
+        if (mode === 0) { // DT_UNKNOWN: this file system does not fill d_type
+          const st = lstatOrNull(node.hostAt(name))
+          if (st === null) continue
+          mode = Number(st.mode)
+          ino = Number(st.ino)
+        }
+        out.names.push(name)
+        out.inos.push(this.inodes.map(dev, ino))
+        out.modes.push(mode)
+      }
+    }
+    return out
   }
 
   /** Calls `fn` for each visible entry of `node` until it returns false. */
@@ -282,7 +325,13 @@ export class Overlay {
     return h
   }
 
-  /** Opens `p`. Read-only opens of unchanged files use the host original, no copy. */
+  /**
+   * Opens `p`. Read-only opens of unchanged files use the host original, no copy. An open
+   * for writing of an unchanged file copies nothing yet: the handle reads the original, and
+   * its first write (or ftruncate) makes the sibling, once, however many handles wait on it
+   * (`materialize`). So `touch`, or a program that opens read-write and only reads (sqlite
+   * does), leaves the data alone. O_TRUNC makes an empty sibling at once.
+   */
   open (p: string, flags: number): number | Promise<number> {
     const f = this.find(p)
     if (f.st.isDirectory()) {
@@ -291,9 +340,36 @@ export class Overlay {
     const writes = (flags & O_ACCMODE) !== C.O_RDONLY || (flags & C.O_TRUNC) !== 0
     if (!writes) return this.openRead(f)
     if (!f.st.isFile()) fail('EINVAL', p)
-    const pending = this.copyup.data(f.dir, f.name, (flags & C.O_TRUNC) !== 0)
-    if (pending === null) return this.openWrite(f.dir, f.name, flags)
-    return pending.then(() => this.openWrite(f.dir, f.name, flags))
+    if ((flags & C.O_TRUNC) !== 0) {
+      const pending = this.copyup.data(f.dir, f.name, true)
+      if (pending === null) return this.openWrite(f.dir, f.name, flags)
+      return pending.then(() => this.openWrite(f.dir, f.name, flags))
+    }
+    if (f.layer === 'upper' && this.inodes.origin(f.path, f.st)?.data !== 'host') return this.openWrite(f.dir, f.name, flags)
+    const fh = this.openRead(f)
+    const h = this.handles.get(fh) as Handle
+    h.layer = 'pending'
+    h.flags = flags
+    return fh
+  }
+
+  /**
+   * Makes the sibling a pending handle waits for (its first write), at the name the file
+   * has now (`p`, which libfuse keeps up to date across renames), and points every handle
+   * on the same original at it: writers read-write, readers read-only.
+   */
+  private materialize (h: Handle, p: string | null): void | Promise<void> {
+    if (p === null) fail('EIO', 'a pending handle lost its name') // hide() materializes first
+    const f = this.find(p)
+    const key = h.hostKey as string
+    const finish = (): void => {
+      if (h.layer !== 'pending') return // another write on this handle got there first
+      const up = f.dir.upperAt(f.name)
+      this.retarget(key, up, this.inodes.info(up, fs.lstatSync(up, { bigint: true })))
+    }
+    const pending = this.copyup.data(f.dir, f.name, false)
+    if (pending === null) { finish(); return }
+    return pending.then(finish)
   }
 
   private openRead (f: Found): number {
@@ -337,13 +413,18 @@ export class Overlay {
     } else {
       h = { fd: fs.openSync(up, C.O_RDWR | C.O_NOFOLLOW | (flags & (PASS_FLAGS | C.O_TRUNC))), chunks: null, flags, ino, layer: 'upper', hostKey: null }
     }
-    if (o !== null) {
-      this.handles.retarget(`${o.dev}:${o.ino}`, (r) => {
-        if (info.chunks !== null) r.chunks = this.acquireChunks(info, up)
-        else r.fd = fs.openSync(up, C.O_RDONLY | C.O_NOFOLLOW)
-      })
-    }
+    if (o !== null) this.retarget(`${o.dev}:${o.ino}`, up, info)
     return this.handles.add(h)
+  }
+
+  /** Points every handle on host original `key` at the sibling `up`: handles waiting to
+   *  write get it read-write, readers read-only. */
+  private retarget (key: string, up: string, info: UpperInfo): void {
+    this.handles.retarget(key, (r) => {
+      if (info.chunks !== null) r.chunks = this.acquireChunks(info, up)
+      else if (r.layer === 'pending') r.fd = fs.openSync(up, C.O_RDWR | C.O_NOFOLLOW | (r.flags & PASS_FLAGS))
+      else r.fd = fs.openSync(up, C.O_RDONLY | C.O_NOFOLLOW)
+    })
   }
 
   read (fh: number, buf: Buffer, len: number, pos: number): number {
@@ -352,8 +433,12 @@ export class Overlay {
     return fs.readSync(h.fd, buf, 0, len, pos)
   }
 
-  write (fh: number, buf: Buffer, len: number, pos: number): number {
+  write (p: string | null, fh: number, buf: Buffer, len: number, pos: number): number | Promise<number> {
     const h = this.handle(fh)
+    if (h.layer === 'pending') {
+      const m = this.materialize(h, p)
+      if (m !== undefined) return m.then(() => this.write(p, fh, buf, len, pos))
+    }
     if (h.layer !== 'upper') fail('EBADF', String(fh))
     if (h.chunks !== null) {
       const file = h.chunks.file
@@ -410,8 +495,12 @@ export class Overlay {
     try { c.file.truncate(size) } finally { this.chunks.release(c.id) }
   }
 
-  ftruncate (fh: number, size: number): void {
+  ftruncate (p: string | null, fh: number, size: number): void | Promise<void> {
     const h = this.handle(fh)
+    if (h.layer === 'pending') {
+      const m = this.materialize(h, p)
+      if (m !== undefined) return m.then(() => this.ftruncate(p, fh, size))
+    }
     if (h.layer !== 'upper') fail('EBADF', String(fh))
     if (h.chunks !== null) h.chunks.file.truncate(size)
     else fs.ftruncateSync(h.fd, size)
@@ -616,7 +705,7 @@ export class Overlay {
     const ddir = this.resolver.dir(ddp)
     const sf = this.lookup(sdir, sname)
     if (sf === null) fail('ENOENT', src)
-    if (dname.startsWith('.fuse_hidden') && !sf.st.isDirectory()) return this.hide(sf, dst)
+    if (dname.startsWith('.fuse_hidden') && !sf.st.isDirectory()) return await this.hide(sf, src, dst)
     const df = this.lookup(ddir, dname)
     const isDir = sf.st.isDirectory()
     if (df !== null) {
@@ -654,10 +743,20 @@ export class Overlay {
     // 3. The commit: one rename in the store. 4. A host entry at the source must not show
     //    through: a whiteout, promised by an intent file until it is there.
     const needsWhiteout = this.hostHas(sdir, sname)
+    if (isDir && dst0 !== null && !dst0.isDirectory()) {
+      // A directory onto a whiteout (a deleted name): rename(2) cannot put a directory over
+      // a file, but an exchange can, and it leaves the whiteout at the source, which is
+      // exactly what the source needs when a host entry would show through there.
+      renameat2(sdir.upperAt(sname), dUp, RENAME_EXCHANGE)
+      if (!needsWhiteout) fs.rmSync(sdir.upperAt(sname), { force: true })
+      this.resolver.invalidate(src)
+      this.resolver.invalidate(dst)
+      return
+    }
     const intent = needsWhiteout ? this.writeIntent(src) : null
     const dstChunks = dst0 !== null && !dst0.isDirectory() ? this.lastChunks(dUp, dst0) : null
     fs.renameSync(sdir.upperAt(sname), dUp)
-    if (dst0 !== null && !dst0.isDirectory()) this.inodes.forget(Number(dst0.ino))
+    if (dst0 !== null && !dst0.isDirectory()) this.inodes.forget(dst0)
     if (dstChunks !== null) this.chunks.remove(dstChunks)
     this.resolver.invalidate(src)
     this.resolver.invalidate(dst)
@@ -666,7 +765,14 @@ export class Overlay {
   }
 
   /** libfuse hides an open file being unlinked (see `hidden`): move it out of the view. */
-  private hide (f: Found, hiddenPath: string): void {
+  private async hide (f: Found, src: string, hiddenPath: string): Promise<void> {
+    const key = f.layer === 'host' ? `${f.st.dev}:${f.st.ino}` : this.originKey(f)
+    if (key !== null && this.handles.hasPending(key)) {
+      // A handle opened for writing but not written yet would lose its name: make its
+      // sibling now, while the file still has one.
+      for (const h of this.handles.pendingOn(key)) await this.materialize(h, src)
+      f = this.find(src)
+    }
     if (f.layer === 'host') this.copyup.meta(f.dir, f.name)
     const target = this.copyup.tmp()
     if (this.hostHas(f.dir, f.name)) {
@@ -676,6 +782,12 @@ export class Overlay {
       fs.renameSync(f.dir.upperAt(f.name), target)
     }
     this.hidden.set(hiddenPath, target)
+  }
+
+  /** The host identity of an upper entry's origin, as handles know it, or null. */
+  private originKey (f: Found): string | null {
+    const o = this.inodes.origin(f.path, f.st)
+    return o === null ? null : `${o.dev}:${o.ino}`
   }
 
   private writeIntent (whiteoutPath: string): string {

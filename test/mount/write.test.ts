@@ -8,11 +8,14 @@ import { spawn } from 'node:child_process'
 import { errOf, storeInfo, useMount } from '../helpers/sandbox.js'
 import { allocated, fixture, fuseHidden, hostUnchanged, lst, mtest, pattern, walk, writtenKind } from '../helpers/mountkit.js'
 
-mtest('open for write copies up once; the sibling holds the bytes (origin data "store")', async (t) => {
+mtest('the first write after an open for write copies up once; the sibling holds the bytes (origin data "store")', async (t) => {
   const m = await useMount(t, { host: fixture() })
   const fd = fs.openSync(m.m('a.txt'), 'r+')
-  t.is(storeInfo(m.u('a.txt')).origin?.data, 'store', 'copied up at open')
+  t.false(storeInfo(m.u('a.txt')).exists, 'nothing copied at open')
+  t.is(fs.readFileSync(fd, 'utf8'), 'alpha\n', 'reads through the handle before the first write: the host bytes')
+  t.false(storeInfo(m.u('a.txt')).exists, 'nothing copied by reading')
   fs.writeSync(fd, 'A', 0)
+  t.is(storeInfo(m.u('a.txt')).origin?.data, 'store', 'copied up at the first write')
   fs.closeSync(fd)
   t.is(fs.readFileSync(m.m('a.txt'), 'utf8'), 'Alpha\n')
   const info = storeInfo(m.u('a.txt'))

@@ -10,23 +10,28 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fuseAvailable, hashTree, makeTree, startMount, storeInfo, type Mount, type TreeNode } from '../helpers/sandbox.js'
-import { CASES, FIXTURE, knownBugs, knownDifferences } from './cases.js'
+import { CASES, FIXTURE, coherenceDependent, knownBugs, knownDifferences } from './cases.js'
 
 const caseDir = (i: number): string => 'c' + String(i).padStart(2, '0')
 const tree: { [name: string]: TreeNode } = Object.fromEntries(CASES.map((_, i) => [caseDir(i), FIXTURE]))
 
 let m: Mount | undefined
+/** A second mount with the strict coherence settings, for the cases that need them. */
+let strict: Mount | undefined
 let plain = ''
+const STRICT_ARGS = ['--attr-timeout', '0', '--entry-timeout', '0', '--negative-timeout', '0']
 
 test.before(async () => {
   if (!fuseAvailable) return
   plain = fs.mkdtempSync(path.join(os.tmpdir(), 'siblingfs-posix-plain-'))
   makeTree(plain, tree)
   m = await startMount({ host: tree })
+  strict = await startMount({ host: tree, args: STRICT_ARGS })
 })
 
 test.after.always(async () => {
   await m?.cleanup()
+  await strict?.cleanup()
   if (plain !== '') fs.rmSync(plain, { recursive: true, force: true })
 })
 
@@ -34,6 +39,7 @@ test('the table has at least 40 uniquely named cases; known differences name rea
   t.true(CASES.length >= 40, String(CASES.length))
   t.is(new Set(CASES.map(c => c.name)).size, CASES.length)
   for (const k of knownBugs) t.true(CASES.some(c => c.name === k.name), k.name)
+  for (const k of coherenceDependent) t.true(CASES.some(c => c.name === k.name) && k.reason.length > 20, k.name)
   for (const k of knownDifferences) {
     t.true(CASES.some(c => c.name === k.name), k.name)
     t.true(k.reason.length > 20, 'a difference needs its reason')
@@ -49,17 +55,19 @@ CASES.forEach((c, i) => {
   const bug = knownBugs.find(k => k.name === c.name)
   const t0 = !fuseAvailable ? test.skip : bug !== undefined && process.env.SFS_STRICT !== '1' ? test.failing : test
   const known = knownDifferences.find(k => k.name === c.name)
-  t0(`${known !== undefined ? '[known difference] ' : ''}${bug !== undefined ? '[BUG] ' : ''}${c.name}`, (t) => {
-    if (m === undefined) { t.fail('no mount'); return }
+  const coherence = coherenceDependent.find(k => k.name === c.name)
+  t0(`${known !== undefined ? '[known difference] ' : ''}${coherence !== undefined ? '[strict coherence] ' : ''}${bug !== undefined ? '[BUG] ' : ''}${c.name}`, (t) => {
+    const mm = coherence !== undefined ? strict : m
+    if (mm === undefined) { t.fail('no mount'); return }
     const ext4 = norm(c.run(path.join(plain, caseDir(i))))
-    const mounted = norm(c.run(m.m(caseDir(i))))
+    const mounted = norm(c.run(mm.m(caseDir(i))))
     if (known === undefined) {
       t.deepEqual(mounted, ext4)
     } else {
       t.notDeepEqual(mounted, ext4, `documented difference no longer happens; remove it from knownDifferences (${known.reason})`)
       t.deepEqual(mounted, norm(known.expect(ext4)), known.reason)
     }
-    t.is(hashTree(m.host), m.hostHash, 'the host tree must not change')
-    t.false(storeInfo(m.u(caseDir(i))).whiteout, 'the case directory itself is never deleted')
+    t.is(hashTree(mm.host), mm.hostHash, 'the host tree must not change')
+    t.false(storeInfo(mm.u(caseDir(i))).whiteout, 'the case directory itself is never deleted')
   })
 })
