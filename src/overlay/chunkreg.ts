@@ -15,6 +15,7 @@
  */
 import fs from 'node:fs'
 import { LRUCache } from 'lru-cache'
+import { SiblingError, isCode } from '../errors.js'
 import { log } from '../log.js'
 import { ChunkCache, ChunkFile, type ChunkOptions, type HostIdentity } from '../store/chunks.js'
 
@@ -92,7 +93,14 @@ export class ChunkRegistry {
     if (originPath !== null) {
       try { hostFd = this.o.openHost(originPath) } catch { hostFd = -1 }
     }
-    const file = ChunkFile.open(dataPath, this.o.mapPath(id), this.o.opts, this.o.cache, hostFd)
+    let file: ChunkFile
+    try {
+      file = ChunkFile.open(dataPath, this.o.mapPath(id), this.o.opts, this.o.cache, hostFd)
+    } catch (err) {
+      if (hostFd >= 0) fs.closeSync(hostFd)
+      if (isCode(err, 'ENOENT')) throw new SiblingError('EIO', `its chunk map maps/${id} is missing`, { cause: err })
+      throw err
+    }
     if (file.hostLimit > 0 && hostFd >= 0 && !sameHost(file.host, fs.fstatSync(hostFd, { bigint: true }))) {
       log(`host original of ${label} (/${originPath ?? ''}) changed since the sibling was made: its unwritten chunks now read as errors (EIO); see \`siblingfs status\``)
       file.close()

@@ -18,7 +18,7 @@ export interface Handle {
   /** The descriptor, or -1 for a chunked file (then `chunks` does the I/O). */
   fd: number
   /** A chunked sibling's engine and map id; null for plain files. */
-  chunks: { id: string, file: ChunkFile } | null
+  chunks: { id: string, file: ChunkFile, label: string } | null
   flags: number
   /** Merged inode number, for fstat of an unlinked file. */
   ino: number

@@ -21,7 +21,7 @@ import fs from 'node:fs'
 import { fail, isCode } from '../errors.js'
 import { XATTR, XATTR_ESCAPE, XATTR_PREFIX, storePaths, type StoreOptions } from '../store/format.js'
 import { lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod as mknodAt, readdirTyped, renameat2, RENAME_EXCHANGE, utimensat } from '../sys/native.js'
-import { log } from '../log.js'
+import { log, logOnce } from '../log.js'
 import { ChunkCache, type ChunkFile } from '../store/chunks.js'
 import { ChunkRegistry } from './chunkreg.js'
 import { CopyUp } from './copyup.js'
@@ -197,7 +197,7 @@ export class Overlay {
     const info = this.inodes.info(f.path, st)
     const o = info.origin
     const size = info.chunks !== null
-      ? BigInt(this.chunks.size(info.chunks, f.path, o?.path ?? null, o !== null ? '/' + o.path : f.path))
+      ? this.chunkedSize(info, f.path)
       : (o !== null && o.data === 'host' && st.isFile() ? BigInt(o.size) : st.size)
     if (o === null) return { st, ino: this.inodes.map(Number(st.dev), Number(st.ino)), size, nlink: Number(st.nlink) }
     const ino = this.inodes.map(o.dev, o.ino)
@@ -207,6 +207,21 @@ export class Overlay {
       return { st, ino, size, nlink: 1 }
     }
     return { st, ino, size, nlink: Number(st.nlink) }
+  }
+
+  /**
+   * The size of a chunked file, from its map. A missing or damaged map must not take the
+   * directory down with it: the file then shows size 0 (its opens and reads fail with EIO),
+   * and the problem is logged once.
+   */
+  private chunkedSize (info: UpperInfo, dataPath: string): bigint {
+    const id = info.chunks as string
+    try {
+      return BigInt(this.chunks.size(id, dataPath, info.origin?.path ?? null, this.viewPath(dataPath)))
+    } catch (err) {
+      logOnce('map:' + id, `${this.viewPath(dataPath)}: ${err instanceof Error ? err.message : String(err)} (siblingfs fsck says more)`)
+      return 0n
+    }
   }
 
   // ---- reading the tree -----------------------------------------------------------------
@@ -392,9 +407,29 @@ export class Overlay {
   }
 
   /** The shared chunk engine of a chunked upper file, with a reference for a handle. */
-  private acquireChunks (info: UpperInfo, dataPath: string): { id: string, file: ChunkFile } {
+  private acquireChunks (info: UpperInfo, dataPath: string): { id: string, file: ChunkFile, label: string } {
     const id = info.chunks as string
-    return { id, file: this.chunks.acquire(id, dataPath, info.origin?.path ?? null, info.origin !== null ? '/' + info.origin.path : dataPath) }
+    const label = this.viewPath(dataPath)
+    try {
+      return { id, file: this.chunks.acquire(id, dataPath, info.origin?.path ?? null, label), label }
+    } catch (err) {
+      log(`cannot open ${label}: ${err instanceof Error ? err.message : String(err)} (siblingfs fsck says more)`)
+      throw err
+    }
+  }
+
+  /** The merged-view path of an upper entry given by its `*at` path, for messages. */
+  private viewPath (atPath: string): string {
+    const m = /^\/proc\/self\/fd\/(\d+)\/(.*)$/.exec(atPath)
+    if (m === null) return atPath
+    try {
+      const dir = fs.readlinkSync('/proc/self/fd/' + m[1])
+      if (dir === this.upperRoot) return '/' + m[2]
+      if (dir.startsWith(this.upperRoot + '/')) return dir.slice(this.upperRoot.length) + '/' + m[2]
+      return dir + '/' + m[2]
+    } catch {
+      return atPath
+    }
   }
 
   /** Opens the (now data-holding) sibling for writing, and moves host readers onto it. */
@@ -453,7 +488,10 @@ export class Overlay {
     try {
       return fn()
     } catch (err) {
-      if (isCode(err, 'EIO')) log(`I/O error on chunked file (map ${h.chunks?.id ?? '?'}): ${err instanceof Error ? err.message : String(err)}`)
+      if (isCode(err, 'EIO') && h.chunks !== null) {
+        const msg = (err instanceof Error ? err.message : String(err)).split(h.chunks.file.dataPath).join(h.chunks.label)
+        log(`I/O error in ${h.chunks.label} (chunk map ${h.chunks.id}): ${msg}`)
+      }
       throw err
     }
   }

@@ -217,3 +217,18 @@ export function describeDiff (got: Buffer, want: Buffer): string {
   if (d < 0) return 'equal'
   return `length ${got.length} vs expected ${want.length}; first difference at ${d} (chunk ${Math.floor(d / CS)} of 64 KiB): got ${got.subarray(d, d + 8).toString('hex')} expected ${want.subarray(d, d + 8).toString('hex')}`
 }
+
+/**
+ * Waits (up to `ms`) until a line of the daemon's stderr satisfies `pred`; returns it or null.
+ * A daemon's stderr reaches this process only through the event loop, and a fixed sleep can
+ * resolve before the pipe is read when another test blocks the loop: poll instead.
+ */
+export async function waitForLine (stderr: () => string, pred: (line: string) => boolean, ms = 5000): Promise<string | null> {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const hit = stderr().split('\n').find(pred)
+    if (hit !== undefined) return hit
+    if (Date.now() > deadline) return null
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+}

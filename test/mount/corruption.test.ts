@@ -17,10 +17,10 @@ import crypto from 'node:crypto'
 import type { ExecutionContext } from 'ava'
 import { errOf, hashTree, startMount, useMount, type Mount } from '../helpers/sandbox.js'
 import { mtest, mtestFailing } from '../helpers/mountkit.js'
-import { cli, sleep } from '../helpers/progkit.js'
+import { cli } from '../helpers/progkit.js'
 import {
   CS, MiB, STORE_CONFIGS, blockPattern, chunksId, describeDiff, fsck, fsckText, preadErr, pwrite, readMap, slotOffset,
-  textTree
+  textTree, waitForLine
 } from '../helpers/sparsekit.js'
 
 const SIZE = MiB + 1000
@@ -147,10 +147,8 @@ for (const cfg of STORE_CONFIGS) {
     expectRead(t, m2, 'b.bin', 5 * CS + 7, 100, 'EIO', 'b: a chunk past the cut')
     expectRead(t, m2, 'b.bin', 9 * CS, CS, B, 'b: a host chunk past the cut')
     othersFine(t, d, ['a.bin', 'b.bin'])
-    await sleep(300) // the daemon's stderr reaches this process through the event loop
-    const lines = m2.stderr().split('\n')
-    t.true(lines.some(l => /a\.bin/.test(l) && /offset 65536/.test(l) && /checksum/.test(l)), `the daemon logs file and offset of a:\n${m2.stderr()}`)
-    t.true(lines.some(l => /b\.bin/.test(l) && /offset 196608/.test(l)), `the daemon logs file and offset of b:\n${m2.stderr()}`)
+    t.truthy(await waitForLine(m2.stderr, l => /a\.bin/.test(l) && /offset 65536/.test(l) && /checksum/.test(l)), `the daemon logs file and offset of a:\n${m2.stderr()}`)
+    t.truthy(await waitForLine(m2.stderr, l => /b\.bin/.test(l) && /offset 196608/.test(l)), `the daemon logs file and offset of b:\n${m2.stderr()}`)
 
     // a whole-chunk write needs no old bytes: it replaces the damaged chunk
     const whole = crypto.randomBytes(CS)
@@ -177,8 +175,7 @@ for (const cfg of STORE_CONFIGS) {
     t.true(st === 'OK' || st === 'EIO', `stat of c.bin: ${st} (expected to work, or EIO; not ENOENT)`)
     t.is(errOf(() => fs.readFileSync(m2.m('c.bin'))), 'EIO', 'reading c.bin fails with EIO')
     othersFine(t, d, ['c.bin'])
-    await sleep(300)
-    t.true(m2.stderr().split('\n').some(l => /c\.bin/.test(l) && /map/.test(l)), `the daemon says c.bin's map is missing:\n${m2.stderr()}`)
+    t.truthy(await waitForLine(m2.stderr, l => /c\.bin/.test(l) && /map/.test(l), 2000), `the daemon says c.bin's map is missing:\n${m2.stderr()}`)
     t.is(hashTree(d.m.host), d.hostHash)
   })
 
@@ -195,8 +192,7 @@ for (const cfg of STORE_CONFIGS) {
     t.true(st === 'OK' || st === 'EIO', `stat of d.bin: ${st}`)
     t.is(errOf(() => fs.readFileSync(m2.m('d.bin'))), 'EIO', 'reading d.bin fails with EIO')
     othersFine(t, d, ['d.bin'])
-    await sleep(300)
-    t.true(m2.stderr().split('\n').some(l => /d\.bin/.test(l) && /header/.test(l)), `the daemon logs the damaged header:\n${m2.stderr()}`)
+    t.truthy(await waitForLine(m2.stderr, l => /d\.bin/.test(l) && /header/.test(l), 2000), `the daemon logs the damaged header:\n${m2.stderr()}`)
     t.is(hashTree(d.m.host), d.hostHash)
   })
 
@@ -210,8 +206,7 @@ for (const cfg of STORE_CONFIGS) {
     t.teardown(m2.cleanup)
     t.is(errOf(() => fs.readFileSync(m2.m('sub/deep/e.bin'))), 'EIO')
     t.is(errOf(() => fs.readFileSync(m2.m('other/deep/e.bin'))), 'OK')
-    await sleep(300)
-    const line = m2.stderr().split('\n').find(l => /offset 65536/.test(l)) ?? ''
+    const line = await waitForLine(m2.stderr, l => /offset 65536/.test(l)) ?? ''
     t.regex(line, /sub\/deep\/e\.bin/, `which e.bin? the log line: ${line}`)
     t.is(hashTree(m.host), m.hostHash)
   })
