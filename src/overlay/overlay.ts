@@ -252,19 +252,12 @@ export class Overlay {
     const parent = p === '/' ? self : this.getattr(splitPath(p)[0])
     const out: DirListing = { names: ['.', '..'], inos: [self.ino, parent.ino], modes: [Number(self.st.mode), Number(parent.st.mode)] }
     const seen = new Set<string>()
-    if (node.hasUpper) {
-      for (const name of fs.readdirSync(at(node.upperFd, ''))) {
-        const up = node.upperAt(name)
-        const st = lstatOrNull(up)
-        if (st === null) continue
-        seen.add(name)
-        if (isWhiteout(up, st)) continue
-        const a = this.attrOf({ dir: node, name, layer: 'upper', path: up, st })
-        out.names.push(name)
-        out.inos.push(a.ino)
-        out.modes.push(Number(st.mode))
-      }
-    }
+    this.eachUpper(node, seen, (f) => {
+      out.names.push(f.name)
+      out.inos.push(this.attrOf(f).ino)
+      out.modes.push(Number(f.st.mode))
+      return true
+    })
     if (node.hasHost) {
       const [names, inos, types] = readdirTyped(at(node.hostFd, ''))
       const dev = Number(fs.lstatSync(at(node.hostFd, '.'), { bigint: true }).dev)
@@ -287,19 +280,27 @@ export class Overlay {
     return out
   }
 
+  /**
+   * Calls `fn` for each visible entry of `node`'s upper directory until it returns false
+   * (then returns false); adds every name it saw, whiteouts too, to `seen`.
+   */
+  private eachUpper (node: DirNode, seen: Set<string>, fn: (f: Found) => boolean): boolean {
+    if (!node.hasUpper) return true
+    for (const name of fs.readdirSync(at(node.upperFd, ''))) {
+      const up = node.upperAt(name)
+      const st = lstatOrNull(up)
+      if (st === null) continue
+      seen.add(name)
+      if (isWhiteout(up, st)) continue
+      if (!fn({ dir: node, name, layer: 'upper', path: up, st })) return false
+    }
+    return true
+  }
+
   /** Calls `fn` for each visible entry of `node` until it returns false. */
   private eachEntry (node: DirNode, fn: (f: Found) => boolean): void {
     const seen = new Set<string>()
-    if (node.hasUpper) {
-      for (const name of fs.readdirSync(at(node.upperFd, ''))) {
-        const up = node.upperAt(name)
-        const st = lstatOrNull(up)
-        if (st === null) continue
-        seen.add(name)
-        if (isWhiteout(up, st)) continue
-        if (!fn({ dir: node, name, layer: 'upper', path: up, st })) return
-      }
-    }
+    if (!this.eachUpper(node, seen, fn)) return
     if (node.hasHost) {
       for (const name of fs.readdirSync(at(node.hostFd, ''))) {
         if (seen.has(name)) continue
