@@ -12,6 +12,7 @@
  * Does not: define workloads (workloads.ts), mount (variants.ts) or format (report.ts).
  */
 import { spawnSync } from 'node:child_process'
+import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -95,7 +96,7 @@ function machine (work: string): Machine {
   const mem = /MemTotal:\s+(\d+)/.exec(fs.readFileSync('/proc/meminfo', 'utf8'))?.[1]
   const first = (s: string, re: RegExp): string => re.exec(s)?.[1] ?? s.split('\n')[0]
   const fo = cmdOut('fuse-overlayfs', ['--version'])
-  const dirty = cmdOut('git', ['-C', REPO, 'status', '--porcelain', '--', 'src']).split('\n').filter((l) => l !== '').length
+  const dirty = cmdOut('git', ['-C', REPO, 'status', '--porcelain', '--', 'src', 'native']).split('\n').filter((l) => l !== '').length
   return {
     hostname: os.hostname(),
     kernel: cmdOut('uname', ['-r']),
@@ -117,8 +118,36 @@ function machine (work: string): Machine {
       gcc: first(cmdOut('gcc', ['--version']), /\) (\S+)/),
       tar: first(cmdOut('tar', ['--version']), /tar \(GNU tar\) (\S+)/)
     },
-    siblingfsCommit: `${cmdOut('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'])}${dirty > 0 ? ` + ${dirty} uncommitted change(s) under src/` : ''}`
+    siblingfsCommit: `${cmdOut('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'])}${dirty > 0 ? ` + ${dirty} uncommitted change(s) under src/ or native/` : ''}`
   }
+}
+
+/**
+ * Copies the built siblingfs (dist/src, the native addon, package.json; node_modules linked)
+ * into the work dir, so that the whole run measures one build even while others rebuild
+ * dist/ (every `npm test` does). Returns the CLI path and a hash of the copied files.
+ */
+function snapshotBuild (work: string, stamp: string): { cli: string, hash: string, root: string } {
+  const root = path.join(work, 'build-snapshots', stamp)
+  fs.rmSync(root, { recursive: true, force: true })
+  fs.mkdirSync(path.join(root, 'dist'), { recursive: true })
+  fs.cpSync(path.join(REPO, 'dist', 'src'), path.join(root, 'dist', 'src'), { recursive: true })
+  const addon = path.join(REPO, 'native', 'build', 'Release')
+  if (fs.existsSync(addon)) fs.cpSync(addon, path.join(root, 'native', 'build', 'Release'), { recursive: true })
+  fs.copyFileSync(path.join(REPO, 'package.json'), path.join(root, 'package.json'))
+  fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(root, 'node_modules'))
+  const h = crypto.createHash('sha256')
+  const rec = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = path.join(d, e.name)
+      if (e.isDirectory()) rec(p)
+      else if (e.isFile() && !e.name.endsWith('.map')) { h.update(path.relative(root, p)); h.update(fs.readFileSync(p)) }
+    }
+  }
+  rec(path.join(root, 'dist'))
+  // Older snapshots are not needed.
+  for (const e of fs.readdirSync(path.dirname(root))) if (e !== stamp) fs.rmSync(path.join(path.dirname(root), e), { recursive: true, force: true })
+  return { cli: path.join(root, 'dist', 'src', 'cli', 'main.js'), hash: h.digest('hex').slice(0, 12), root }
 }
 
 function under (dir: string): string[] { return mountedPaths().filter((p) => p === dir || p.startsWith(dir + '/')) }
@@ -165,7 +194,10 @@ async function main (): Promise<void> {
   const data = ensureData(args.work, mode, dataParams, REPO, args.regen, log)
   const fpBefore = hostFingerprint(data)
 
-  const env: VariantEnv = { repo: REPO, cli: path.join(REPO, 'dist', 'src', 'cli', 'main.js'), logDir }
+  const snap = snapshotBuild(args.work, stamp)
+  mach.siblingfsCommit += `, build snapshot ${snap.hash}`
+  log(`siblingfs under test: ${mach.siblingfsCommit} (copied to ${snap.root})`)
+  const env: VariantEnv = { repo: REPO, cli: snap.cli, logDir }
   const variants: Report['variants'] = []
   for (const name of args.variants) {
     const scratch = path.join(args.work, 'probe', name)

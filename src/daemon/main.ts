@@ -7,6 +7,8 @@
  * locked against a second daemon.
  * Does not: parse flags (cli/) or print anything but log lines.
  */
+import fs from 'node:fs'
+import path from 'node:path'
 import { SiblingError, isCode } from '../errors.js'
 import { loadFuse, mountOverlay, type Mounted } from '../fuse/mount.js'
 import { Overlay } from '../overlay/overlay.js'
@@ -58,7 +60,13 @@ export async function startDaemon (cfg: DaemonConfig): Promise<Daemon> {
     checkXattrs(storePaths(cfg.store).upper)
     overlay = new Overlay({ host: cfg.host, store: cfg.store, options: manifest.options, chunkCacheBytes: cfg.chunkCacheBytes })
     cleanWork(cfg.store)
-    for (const d of scanDrift(cfg.store, manifest).drift) {
+    const scan = scanDrift(cfg.store, manifest)
+    // A chunk map nothing refers to was left by a copy-up a killed daemon never committed.
+    const sp = storePaths(cfg.store)
+    const dangling = fs.readdirSync(sp.maps).filter(id => !scan.maps.has(id))
+    for (const id of dangling) fs.rmSync(path.join(sp.maps, id), { force: true })
+    if (dangling.length > 0) log(`removed ${dangling.length} chunk map(s) left by an interrupted copy-up`)
+    for (const d of scan.drift) {
       log(`host drift: ${d.path} depends on ${d.origin}, which changed since the sibling was made (${d.kind === 'chunked' ? 'its unwritten chunks read as errors' : 'it shows the new host bytes'}); see \`siblingfs status\``)
     }
     mounted = await mountOverlay(overlay, cfg.mountpoint, { ...cfg.cache, allowOther: cfg.allowOther, debug: cfg.debug })

@@ -18,6 +18,7 @@ import { LRUCache } from 'lru-cache'
 import { SiblingError, isCode } from '../errors.js'
 import { log } from '../log.js'
 import { ChunkCache, ChunkFile, type ChunkOptions, type HostIdentity } from '../store/chunks.js'
+import type { Origin } from '../store/format.js'
 
 export interface ChunkRegistryOptions {
   opts: ChunkOptions
@@ -45,7 +46,7 @@ export class ChunkRegistry {
   }
 
   /** The ChunkFile of map `id` for data file `dataPath`, with a reference for a handle. */
-  acquire (id: string, dataPath: string, originPath: string | null, label: string): ChunkFile {
+  acquire (id: string, dataPath: string, origin: Origin | null, label: string): ChunkFile {
     const e = this.open.get(id)
     if (e !== undefined) { e.refs++; return e.file }
     let file = this.idle.get(id)
@@ -54,7 +55,7 @@ export class ChunkRegistry {
       this.idle.delete(id) // dispose sees it is open and leaves it
       return file
     }
-    file = this.openFile(id, dataPath, originPath, label)
+    file = this.openFile(id, dataPath, origin, label)
     this.open.set(id, { file, refs: 1 })
     return file
   }
@@ -68,12 +69,12 @@ export class ChunkRegistry {
   }
 
   /** The logical size of a chunked file (opens it idle if needed). */
-  size (id: string, dataPath: string, originPath: string | null, label: string): number {
+  size (id: string, dataPath: string, origin: Origin | null, label: string): number {
     const e = this.open.get(id)
     if (e !== undefined) return e.file.size
     let file = this.idle.get(id)
     if (file === undefined) {
-      file = this.openFile(id, dataPath, originPath, label)
+      file = this.openFile(id, dataPath, origin, label)
       this.idle.set(id, file)
     }
     return file.size
@@ -88,8 +89,9 @@ export class ChunkRegistry {
     this.drifted.delete(id)
   }
 
-  private openFile (id: string, dataPath: string, originPath: string | null, label: string): ChunkFile {
+  private openFile (id: string, dataPath: string, origin: Origin | null, label: string): ChunkFile {
     let hostFd = -1
+    const originPath = origin?.path ?? null
     if (originPath !== null) {
       try { hostFd = this.o.openHost(originPath) } catch { hostFd = -1 }
     }
@@ -101,7 +103,7 @@ export class ChunkRegistry {
       if (isCode(err, 'ENOENT')) throw new SiblingError('EIO', `its chunk map maps/${id} is missing`, { cause: err })
       throw err
     }
-    if (file.hostLimit > 0 && hostFd >= 0 && !sameHost(file.host, fs.fstatSync(hostFd, { bigint: true }))) {
+    if (file.hostLimit > 0 && hostFd >= 0 && !sameHost(file.host, origin, fs.fstatSync(hostFd, { bigint: true }))) {
       log(`host original of ${label} (/${originPath ?? ''}) changed since the sibling was made: its unwritten chunks now read as errors (EIO); see \`siblingfs status\``)
       file.close()
       this.drifted.set(id, label)
@@ -118,6 +120,14 @@ export class ChunkRegistry {
   }
 }
 
-export function sameHost (h: HostIdentity | null, st: fs.BigIntStats): boolean {
-  return h !== null && h.dev === Number(st.dev) && h.ino === Number(st.ino) && h.size === Number(st.size) && h.mtimeNs === String(st.mtimeNs)
+/**
+ * Whether host file `st` is still the one a chunked sibling was made from: same device,
+ * inode, size and mtime as the map recorded, and the same ctime as the origin recorded
+ * (ctime catches an in-place rewrite whose mtime was put back, as `rsync --inplace -t` or
+ * `touch -r` do; it also changes on a chmod or a new hard link of the original, which then
+ * counts as drift too: when in doubt, never mix).
+ */
+export function sameHost (h: HostIdentity | null, origin: Origin | null, st: fs.BigIntStats): boolean {
+  return h !== null && h.dev === Number(st.dev) && h.ino === Number(st.ino) && h.size === Number(st.size) && h.mtimeNs === String(st.mtimeNs) &&
+    (origin?.ctimeNs === undefined || origin.ctimeNs === String(st.ctimeNs))
 }

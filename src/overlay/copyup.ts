@@ -166,7 +166,7 @@ export class CopyUp {
 
   private originOf (dir: DirNode, name: string, st: fs.BigIntStats, data: Origin['data']): Origin {
     const rel = dir.hostRel === null || dir.hostRel === '' ? name : dir.hostRel + '/' + name
-    return { path: rel, dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), data }
+    return { path: rel, dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs), data }
   }
 
   /**
@@ -298,14 +298,14 @@ export class CopyUp {
         fs.truncateSync(up, 0)
         create(up)
         this.ctx.inodes.setChunks(up, ust, id)
-        this.ctx.inodes.setOrigin(up, ust, { ...(origin as Origin), data: 'chunks' })
+        this.ctx.inodes.setOrigin(up, ust, { ...(origin as Origin), ...identity(hst), data: 'chunks' })
         return
       }
       const tmp = this.tmp()
       try {
         fs.closeSync(fs.openSync(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o600))
         create(tmp)
-        if (ust !== null) this.copyMeta(up, tmp, ust, { ...(origin as Origin), data: 'chunks' }, false)
+        if (ust !== null) this.copyMeta(up, tmp, ust, { ...(origin as Origin), ...identity(hst), data: 'chunks' }, false)
         else this.copyMeta(dir.hostAt(name), tmp, hst, this.originOf(dir, name, hst, 'chunks'))
         this.ctx.inodes.setChunks(tmp, fs.lstatSync(tmp, { bigint: true }), id)
         fs.renameSync(tmp, up)
@@ -317,6 +317,18 @@ export class CopyUp {
       }
     } finally {
       if (srcFd >= 0) fs.closeSync(srcFd)
+    }
+  }
+
+  /** The stat of a host entry by host-relative path (parents opened without links), or null. */
+  hostStat (rel: string): fs.BigIntStats | null {
+    const i = rel.lastIndexOf('/')
+    const dirFd = this.ctx.resolver.openHostDir(i < 0 ? '' : rel.slice(0, i))
+    if (dirFd < 0) return null
+    try {
+      return lstatOrNull(at(dirFd, i < 0 ? rel : rel.slice(i + 1)))
+    } finally {
+      fs.closeSync(dirFd)
     }
   }
 
@@ -332,6 +344,11 @@ export class CopyUp {
       throw err
     }
   }
+}
+
+/** What a sibling records of its host original, as it is now (origin fields). */
+function identity (st: fs.BigIntStats): Pick<Origin, 'size' | 'mtimeNs' | 'ctimeNs'> {
+  return { size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) }
 }
 
 function safeList (p: string): string[] {

@@ -19,7 +19,7 @@
  */
 import fs from 'node:fs'
 import { fail, isCode } from '../errors.js'
-import { XATTR, XATTR_ESCAPE, XATTR_PREFIX, storePaths, type StoreOptions } from '../store/format.js'
+import { XATTR, XATTR_ESCAPE, XATTR_PREFIX, storePaths, type Origin, type StoreOptions } from '../store/format.js'
 import { lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod as mknodAt, readdirTyped, renameat2, RENAME_EXCHANGE, utimensat } from '../sys/native.js'
 import { log, logOnce } from '../log.js'
 import { ChunkCache, type ChunkFile } from '../store/chunks.js'
@@ -198,7 +198,7 @@ export class Overlay {
     const o = info.origin
     const size = info.chunks !== null
       ? this.chunkedSize(info, f.path)
-      : (o !== null && o.data === 'host' && st.isFile() ? BigInt(o.size) : st.size)
+      : (o !== null && o.data === 'host' && st.isFile() ? this.metacopySize(o) : st.size)
     if (o === null) return { st, ino: this.inodes.map(Number(st.dev), Number(st.ino)), size, nlink: Number(st.nlink) }
     const ino = this.inodes.map(o.dev, o.ino)
     if (st.isDirectory()) {
@@ -217,11 +217,17 @@ export class Overlay {
   private chunkedSize (info: UpperInfo, dataPath: string): bigint {
     const id = info.chunks as string
     try {
-      return BigInt(this.chunks.size(id, dataPath, info.origin?.path ?? null, this.viewPath(dataPath)))
+      return BigInt(this.chunks.size(id, dataPath, info.origin, this.viewPath(dataPath)))
     } catch (err) {
       logOnce('map:' + id, `${this.viewPath(dataPath)}: ${err instanceof Error ? err.message : String(err)} (siblingfs fsck says more)`)
       return 0n
     }
+  }
+
+  /** A metadata-only sibling shows its host original's bytes, so its size is the original's
+   *  now (not when the sibling was made: the original may have changed, see status). */
+  private metacopySize (o: Origin): bigint {
+    return this.copyup.hostStat(o.path)?.size ?? BigInt(o.size)
   }
 
   // ---- reading the tree -----------------------------------------------------------------
@@ -412,7 +418,7 @@ export class Overlay {
     const id = info.chunks as string
     const label = this.viewPath(dataPath)
     try {
-      return { id, file: this.chunks.acquire(id, dataPath, info.origin?.path ?? null, label), label }
+      return { id, file: this.chunks.acquire(id, dataPath, info.origin, label), label }
     } catch (err) {
       log(`cannot open ${label}: ${err instanceof Error ? err.message : String(err)} (siblingfs fsck says more)`)
       throw err

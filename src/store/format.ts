@@ -66,6 +66,8 @@ export interface Origin {
   /** The original's size and mtime (ns, decimal string) when the sibling was made. */
   size: number
   mtimeNs: string
+  /** The original's ctime (ns) then: catches an in-place rewrite whose mtime was put back. */
+  ctimeNs?: string
   data: 'host' | 'store' | 'chunks'
 }
 

@@ -124,7 +124,7 @@ export function fsckStore (store: string, repair: boolean): FsckReport {
         for (const problem of file.verify()) findings.push({ severity: 'error', path: mp, message: problem })
         if (file.hostLimit > 0) {
           if (hostFd < 0) findings.push({ severity: 'error', path: mp, message: `its host original /${origin?.path ?? '?'} is gone: the chunks the sandbox did not write cannot be read` })
-          else if (!sameHost(file.host, fs.fstatSync(hostFd, { bigint: true }))) findings.push({ severity: 'warning', path: mp, message: `its host original /${origin?.path ?? '?'} changed since the sibling was made (host drift): the chunks the sandbox did not write read as errors` })
+          else if (!sameHost(file.host, origin, fs.fstatSync(hostFd, { bigint: true }))) findings.push({ severity: 'warning', path: mp, message: `its host original /${origin?.path ?? '?'} changed since the sibling was made (host drift): the chunks the sandbox did not write read as errors` })
         }
       } finally {
         file.close()

@@ -58,9 +58,10 @@ export function storeStatus (store: string): StatusReport {
 }
 
 /** Siblings whose host original changed since they were made; read-only walk of upper/. */
-export function scanDrift (store: string, man: Manifest): { drift: Drift[], chunkedFiles: number } {
+export function scanDrift (store: string, man: Manifest): { drift: Drift[], chunkedFiles: number, maps: Set<string> } {
   const sp = storePaths(store)
   const drift: Drift[] = []
+  const maps = new Set<string>()
   let chunkedFiles = 0
   const cache = new ChunkCache(1 << 20)
   const opts = { chunkSize: man.options.chunkSize, compress: man.options.compress === 'lz4' }
@@ -72,12 +73,12 @@ export function scanDrift (store: string, man: Manifest): { drift: Drift[], chun
       if (!st.isFile()) continue
       const origin = parseOrigin(lgetxattr(p, XATTR.origin))
       const c = lgetxattr(p, XATTR.chunks)
-      if (c !== null) chunkedFiles++
+      if (c !== null) { chunkedFiles++; maps.add(c.toString('utf8')) }
       if (origin === null || origin.data === 'store') continue
       const hostPath = path.join(man.host, origin.path)
       const h = fs.lstatSync(hostPath, { bigint: true, throwIfNoEntry: false }) ?? null
       if (origin.data === 'host') {
-        if (h === null || String(h.mtimeNs) !== origin.mtimeNs || Number(h.size) !== origin.size) drift.push({ path: rel + '/' + name, origin: '/' + origin.path, kind: 'metadata-only' })
+        if (h === null || String(h.mtimeNs) !== origin.mtimeNs || Number(h.size) !== origin.size || (origin.ctimeNs !== undefined && origin.ctimeNs !== String(h.ctimeNs))) drift.push({ path: rel + '/' + name, origin: '/' + origin.path, kind: 'metadata-only' })
         continue
       }
       if (c === null) continue
@@ -86,10 +87,10 @@ export function scanDrift (store: string, man: Manifest): { drift: Drift[], chun
         const limit = f.hostLimit
         const host = f.host
         f.close()
-        if (limit > 0 && (h === null || !sameHost(host, h))) drift.push({ path: rel + '/' + name, origin: '/' + origin.path, kind: 'chunked' })
+        if (limit > 0 && (h === null || !sameHost(host, origin, h))) drift.push({ path: rel + '/' + name, origin: '/' + origin.path, kind: 'chunked' })
       } catch { /* fsck reports damaged maps */ }
     }
   }
   walk(sp.upper, '')
-  return { drift, chunkedFiles }
+  return { drift, chunkedFiles, maps }
 }

@@ -16,7 +16,7 @@ import path from 'node:path'
 import crypto from 'node:crypto'
 import type { ExecutionContext } from 'ava'
 import { errOf, hashTree, startMount, useMount, type Mount } from '../helpers/sandbox.js'
-import { mtest, mtestFailing } from '../helpers/mountkit.js'
+import { mtest } from '../helpers/mountkit.js'
 import { cli } from '../helpers/progkit.js'
 import {
   CS, MiB, STORE_CONFIGS, blockPattern, chunksId, describeDiff, fsck, fsckText, preadErr, pwrite, readMap, slotOffset,
@@ -166,7 +166,7 @@ for (const cfg of STORE_CONFIGS) {
     t.is(hashTree(m.host), d.hostHash, 'the host tree must not change')
   })
 
-  mtestFailing(`${cfg.name}: (c) a deleted chunk map: the file fails with EIO and a log line; the directory still lists`, async (t) => {
+  mtest(`${cfg.name}: (c) a deleted chunk map: the file fails with EIO and a log line; the directory still lists`, async (t) => {
     const d = await damagedStore(t, cfg.args, (m, ids) => fs.rmSync(path.join(m.store, 'maps', ids.get('c.bin') as string)))
     t.is(d.fsckBefore.status, 1)
     t.regex(d.fsckBefore.stdout, /error: \/c\.bin: its chunk map \(maps\/[0-9a-f]+\) is missing/)
@@ -179,7 +179,7 @@ for (const cfg of STORE_CONFIGS) {
     t.is(hashTree(d.m.host), d.hostHash)
   })
 
-  mtestFailing(`${cfg.name}: (f) a damaged map header: the file fails with EIO and a log line; the directory still lists`, async (t) => {
+  mtest(`${cfg.name}: (f) a damaged map header: the file fails with EIO and a log line; the directory still lists`, async (t) => {
     const d = await damagedStore(t, cfg.args, (m, ids) => {
       const fd = fs.openSync(path.join(m.store, 'maps', ids.get('d.bin') as string), 'r+')
       fs.writeSync(fd, Buffer.from([0x77]), 0, 1, 17) // a byte of the size field
@@ -196,7 +196,7 @@ for (const cfg of STORE_CONFIGS) {
     t.is(hashTree(d.m.host), d.hostHash)
   })
 
-  mtestFailing(`${cfg.name}: the log line of a damaged chunk names the file by its path, not /proc/self/fd/N/<name>`, async (t) => {
+  mtest(`${cfg.name}: the log line of a damaged chunk names the file by its path, not /proc/self/fd/N/<name>`, async (t) => {
     const m = await useMount(t, { host: { sub: { deep: { 'e.bin': blockPattern(SIZE, 9) } }, other: { deep: { 'e.bin': blockPattern(SIZE, 10) } } }, args: cfg.args })
     pwrite(m.m('sub/deep/e.bin'), CS, crypto.randomBytes(CS), true)
     pwrite(m.m('other/deep/e.bin'), CS, crypto.randomBytes(CS), true)

@@ -17,7 +17,7 @@ import fs from 'node:fs'
 import { hashTree, startMount, storeInfo, useMount, type Mount } from '../helpers/sandbox.js'
 import { mtest } from '../helpers/mountkit.js'
 import { mulberry32 } from '../helpers/progkit.js'
-import { KiB, MiB, blockPattern, chunksId, describeDiff, randomPool, readMap } from '../helpers/sparsekit.js'
+import { KiB, MiB, blockPattern, chunksId, describeDiff, randomPool, readMap, textTree } from '../helpers/sparsekit.js'
 
 const SEED = process.env.SIBLINGFS_MODEL_SEED !== undefined ? Number(process.env.SIBLINGFS_MODEL_SEED) : Math.floor(Math.random() * 2 ** 31)
 const OPS = process.env.SIBLINGFS_MODEL_OPS !== undefined ? Number(process.env.SIBLINGFS_MODEL_OPS) : 2400
@@ -84,10 +84,12 @@ async function runModel (t: ExecutionContext, cfg: Config, cfgIndex: number): Pr
   t.log(`${tag}: ${OPS} operations, remount, ${OPS_AFTER} more`)
   const rnd = mulberry32(seed)
   const int = (n: number): number => Math.floor(rnd() * n)
-  const pool = randomPool(seed, 4 * MiB)
+  // half random (stored raw), half text and zeros (stored lz4-compressed in an lz4 store)
+  const pool = Buffer.concat([randomPool(seed, 2 * MiB), Buffer.concat([...textTree(seed, 2 * MiB).values()]).subarray(0, 3 * MiB / 2), Buffer.alloc(MiB / 2)])
   const cs = cfg.chunkSize
   const hostTree: { [name: string]: Buffer } = {}
-  HOST_FILES.forEach(([rel, size], i) => { hostTree[rel] = blockPattern(size, 1000 + i) })
+  const text = Buffer.concat([...textTree(seed + 1, 3 * MiB).values()])
+  HOST_FILES.forEach(([rel, size], i) => { hostTree[rel] = i % 2 === 0 ? blockPattern(size, 1000 + i) : Buffer.from(text.subarray(0, size)) })
   let m: Mount = await useMount(t, { host: hostTree, args: cfg.args })
   // read-only descriptors of the host files, opened before anything is written to them
   const files: FileState[] = HOST_FILES.map(([rel]) => ({ rel, model: new Model(hostTree[rel]), fd: null, ro: fs.openSync(m.m(rel), 'r'), host: true }))
@@ -245,6 +247,8 @@ async function runModel (t: ExecutionContext, cfg: Config, cfgIndex: number): Pr
 
   // the store: host-backed siblings chunked (or whole copies under 1 MiB in a plain store),
   // every chunk map agrees with the model's size
+  let compressed = 0
+  let stored = 0
   for (const f of files) {
     const info = storeInfo(m.u(f.rel))
     const id = chunksId(m.u(f.rel))
@@ -257,6 +261,8 @@ async function runModel (t: ExecutionContext, cfg: Config, cfgIndex: number): Pr
     }
     if (id !== null) {
       const map = readMap(m.store, id)
+      compressed += map.entries.filter(e => (e.flags & 1) === 1).length
+      stored += map.entries.length
       t.is(map.size, f.model.size, `${tag}: ${f.rel}: size in the map`)
       t.is(map.chunkSize, cs)
     } else {
@@ -264,6 +270,8 @@ async function runModel (t: ExecutionContext, cfg: Config, cfgIndex: number): Pr
       t.true(fs.readFileSync(m.u(f.rel)).equals(f.model.bytes), `${tag}: ${f.rel}: the whole copy in upper/`)
     }
   }
+  t.log(`${tag}: ${stored} chunks stored at the end, ${compressed} of them lz4-compressed`)
+  if (cfg.compress) t.true(compressed > 0 && compressed < stored, `${tag}: both compressed and raw chunks were exercised`)
   t.notRegex(m.stderr(), /I\/O error|error/i, `${tag}: the daemon logged no errors`)
   t.is(hashTree(m.host), m.hostHash, `${tag}: the host tree must not change`)
 }

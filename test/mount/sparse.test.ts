@@ -15,7 +15,7 @@ import { hashTree, sh, startMount, storeInfo, useMount, type Mount } from '../he
 import { hostUnchanged, lst, mtest, q } from '../helpers/mountkit.js'
 import { cliAsync, forceUnmountBelow, freshDirs } from '../helpers/progkit.js'
 import {
-  CS, KiB, MiB, STORE_CONFIGS, blockPattern, chunksId, describeDiff, du, pwrite, readMap, storeContentHash,
+  CS, KiB, MiB, STORE_CONFIGS, blockPattern, chunksId, describeDiff, du, pread, pwrite, readMap, storeContentHash,
   textTree, writeTree
 } from '../helpers/sparsekit.js'
 
@@ -127,6 +127,41 @@ for (const cfg of STORE_CONFIGS) {
     t.is(hashTree(m.host), m.hostHash)
   })
 
+  mtest(title('space is given back: a chunk rewritten 200 times, a shrink, an unlink'), async (t) => {
+    const SIZE = 8 * MiB
+    const base = blockPattern(SIZE, 12)
+    const m = await useMount(t, { host: { 'f.bin': base, 'g.bin': blockPattern(SIZE, 13) }, args: cfg.args })
+    const before = du(m.store)
+    const model = Buffer.from(base)
+    const fd = fs.openSync(m.m('f.bin'), 'r+')
+    for (let i = 0; i < 200; i++) {
+      const b = crypto.randomBytes(1 + (i * 7919) % 5000)
+      const at = 5 * CS + (i * 104729) % (CS - b.length) // always within chunk 5
+      fs.writeSync(fd, b, 0, b.length, at)
+      b.copy(model, at)
+    }
+    fs.fsyncSync(fd)
+    fs.closeSync(fd)
+    const rewrites = du(m.store) - before
+    t.log(`${cfg.name}: store growth after 200 partial rewrites of one chunk: ${rewrites} bytes`)
+    t.true(rewrites < 256 * KiB, `200 rewrites of one chunk must not pile up slots: ${rewrites} bytes`)
+    viewIs(t, m, 'f.bin', model, 'after the rewrites')
+    // write 4 MiB, then cut the file to 100 KiB: the chunks past the cut are given back
+    const big = crypto.randomBytes(4 * MiB)
+    pwrite(m.m('g.bin'), 0, big, true)
+    const written = du(m.store)
+    fs.truncateSync(m.m('g.bin'), 100 * KiB)
+    const cut = du(m.store)
+    t.log(`${cfg.name}: 4 MiB written: ${written - before} bytes; after a cut to 100 KiB: ${cut - before} bytes`)
+    t.true(written - cut > 3.5 * MiB, `a shrink frees the chunks past the end (${written} -> ${cut})`)
+    viewIs(t, m, 'g.bin', big.subarray(0, 100 * KiB), 'after the cut')
+    const mapsBefore = fs.readdirSync(path.join(m.store, 'maps')).length
+    fs.rmSync(m.m('g.bin'))
+    t.is(fs.readdirSync(path.join(m.store, 'maps')).length, mapsBefore - 1, 'an unlinked chunked file\'s map is deleted')
+    t.is(storeInfo(m.u('g.bin')).whiteout, true)
+    hostUnchanged(t, m)
+  })
+
   mtest(title('a host file with holes reads identically, before and after a write'), async (t) => {
     const dirs = freshDirs(t, {})
     const f = path.join(dirs.host, 'holes.bin')
@@ -203,7 +238,7 @@ for (const cfg of STORE_CONFIGS) {
     const m2 = await startMount({ dirs: m, args: [] })
     t.teardown(m2.cleanup)
     t.is(fs.readFileSync(m2.m('new.txt'), 'utf8'), 'new\n')
-    t.is(pread2(m2.m('big.bin'), 70000, 7), 'changed')
+    t.is(pread(m2.m('big.bin'), 70000, 7).toString(), 'changed')
     await m2.stop()
     t.is(hashTree(m.host), m.hostHash)
   })
@@ -297,11 +332,14 @@ for (const cfg of STORE_CONFIGS) {
   })
 }
 
-function pread2 (p: string, at: number, len: number): string {
-  const fd = fs.openSync(p, 'r')
-  try {
-    const b = Buffer.alloc(len)
-    const n = fs.readSync(fd, b, 0, len, at)
-    return b.subarray(0, n).toString()
-  } finally { fs.closeSync(fd) }
-}
+
+mtest('bad --chunk-size or --cache-size values are usage errors (exit 64) and make no store', async (t) => {
+  const dirs = freshDirs(t, { 'a.txt': 'a\n' })
+  for (const [flags, named] of [[['--chunk-size', '5000'], '--chunk-size'], [['--chunk-size', '2048'], '--chunk-size'], [['--chunk-size', String(1 << 25)], '--chunk-size'], [['--cache-size', '0'], '--cache-size'], [['--compress', 'zstd'], 'compress']] as Array<[string[], string]>) {
+    const r = await cliAsync(['mount', dirs.host, dirs.mnt, '--store', dirs.store, ...flags], { timeout: 15000, rescue: () => forceUnmountBelow(dirs.root) })
+    t.false(r.timedOut)
+    t.is(r.status, 64, `${flags.join(' ')}: ${r.stderr}`)
+    t.regex(r.stderr, new RegExp(named), `${flags.join(' ')}: the message names ${named}`)
+    t.false(fs.existsSync(dirs.store), `${flags.join(' ')}: no store is made`)
+  }
+})
