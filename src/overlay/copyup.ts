@@ -263,7 +263,7 @@ export class CopyUp {
   newChunked (p: string): void {
     const id = this.newMapId()
     const c = this.ctx.chunks
-    ChunkFile.create(p, c.mapPath(id), { size: 0, hostLimit: 0, host: null }, c.opts, c.cache, -1).close()
+    ChunkFile.create(p, c.mapPath(id), { size: 0, hostLimit: 0, host: null }, c.opts, c.cache, -1, 'at-fsync').close()
     this.ctx.inodes.setChunks(p, fs.lstatSync(p, { bigint: true }), id)
   }
 

@@ -212,6 +212,10 @@ export class ChunkFile {
   private readonly ebuf = Buffer.alloc(MAP_ENTRY_SIZE)
   private readonly hbuf = Buffer.alloc(MAP_HEADER_SIZE)
   private canPunch = true
+  /** Whether the map's name in maps/ is known to be on disk: set by a durable create or by
+   *  the first fsync (which then syncs maps/ once; a file opened later may have been created
+   *  'at-fsync', so an opened file starts unknown). */
+  private mapNameDurable = false
   private closed = false
   /** Whether map entries and slots past the size, left by a killed process, are gone. */
   private tidied = false
@@ -252,7 +256,7 @@ export class ChunkFile {
    * hostFd (close() closes it); on failure the caller still does.
    */
   static create (dataPath: string, mapPath: string, init: { size: number, hostLimit: number, host: HostIdentity | null },
-    opts: ChunkOptions, cache: ChunkCache, hostFd: number): ChunkFile {
+    opts: ChunkOptions, cache: ChunkCache, hostFd: number, durability: 'now' | 'at-fsync' = 'now'): ChunkFile {
     checkOptions(opts)
     if (!Number.isSafeInteger(init.size) || init.size < 0 || init.size > MAX_SIZE) throw einval(`bad size ${init.size}`)
     if (!Number.isSafeInteger(init.hostLimit) || init.hostLimit < 0) throw einval(`bad hostLimit ${init.hostLimit}`)
@@ -284,11 +288,16 @@ export class ChunkFile {
       const tmp = mapPath + '.tmp'
       mapFd = fs.openSync(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o644)
       pwriteFull(mapFd, header, 0, MAP_HEADER_SIZE, 0)
-      fs.fsyncSync(mapFd)
+      // 'at-fsync' (a new, empty file): no fsync now, two of them would cost more than the
+      // whole create; the map is made durable by the file's first fsync (see fsync). A
+      // killed daemon loses nothing either way (the page cache survives it).
+      if (durability === 'now') fs.fsyncSync(mapFd)
       fs.renameSync(tmp, mapPath)
-      fsyncDir(path.dirname(mapPath))
+      if (durability === 'now') fsyncDir(path.dirname(mapPath))
       const table = Buffer.alloc(Math.ceil(init.size / opts.chunkSize) * MAP_ENTRY_SIZE)
-      return new ChunkFile(dataPath, mapPath, dataFd, mapFd, hostFd, header, table, opts, cache)
+      const file = new ChunkFile(dataPath, mapPath, dataFd, mapFd, hostFd, header, table, opts, cache)
+      file.mapNameDurable = durability === 'now'
+      return file
     } catch (err) {
       closeQuietly(dataFd)
       if (mapFd >= 0) closeQuietly(mapFd)
@@ -691,6 +700,10 @@ export class ChunkFile {
   /** Flushes the data file, then the map, so that every write completed before survives a crash. */
   fsync (datasync: boolean): void {
     this.checkOpen()
+    if (!this.mapNameDurable) {
+      fsyncDir(path.dirname(this.mapPath))
+      this.mapNameDurable = true
+    }
     if (datasync) {
       fs.fdatasyncSync(this.dataFd)
       fs.fdatasyncSync(this.mapFd)
