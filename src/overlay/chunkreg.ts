@@ -33,6 +33,8 @@ interface Entry { file: ChunkFile, refs: number }
 
 export class ChunkRegistry {
   private readonly open = new Map<string, Entry>()
+  /** Sizes of chunked files no handle has open (8 bytes of key and value each, ~100 B). */
+  private readonly sizes = new LRUCache<string, number>({ max: 65536 })
   private readonly idle: LRUCache<string, ChunkFile>
   /** Map id -> merged path of siblings whose host original changed. */
   readonly drifted = new Map<string, string>()
@@ -51,11 +53,13 @@ export class ChunkRegistry {
     if (e !== undefined) { e.refs++; return e.file }
     let file = this.idle.get(id)
     if (file !== undefined) {
+      this.sizes.delete(id) // the engine is the truth while open
       this.open.set(id, { file, refs: 1 })
       this.idle.delete(id) // dispose sees it is open and leaves it
       return file
     }
     file = this.openFile(id, dataPath, origin, label)
+    this.sizes.delete(id)
     this.open.set(id, { file, refs: 1 })
     return file
   }
@@ -65,19 +69,31 @@ export class ChunkRegistry {
     if (e === undefined) return
     if (--e.refs > 0) return
     this.open.delete(id)
+    this.sizes.set(id, e.file.size)
     this.idle.set(id, e.file)
   }
 
-  /** The logical size of a chunked file (opens it idle if needed). */
-  size (id: string, dataPath: string, origin: Origin | null, label: string): number {
+  /**
+   * The logical size of a chunked file: from its engine when open, else from a cache of
+   * sizes filled by reading only map headers. `git status` on a compressed store stats
+   * every file; opening each map whole (table, three descriptors) made it 5x slower.
+   */
+  size (id: string): number {
     const e = this.open.get(id)
     if (e !== undefined) return e.file.size
-    let file = this.idle.get(id)
-    if (file === undefined) {
-      file = this.openFile(id, dataPath, origin, label)
-      this.idle.set(id, file)
+    const idle = this.idle.peek(id)
+    if (idle !== undefined) return idle.size
+    let size = this.sizes.get(id)
+    if (size === undefined) {
+      try {
+        size = ChunkFile.peekSize(this.o.mapPath(id))
+      } catch (err) {
+        if (isCode(err, 'ENOENT')) throw new SiblingError('EIO', `its chunk map maps/${id} is missing`, { cause: err })
+        throw err
+      }
+      this.sizes.set(id, size)
     }
-    return file.size
+    return size
   }
 
   /** Forgets a map whose file is gone, and deletes the map. */
@@ -85,6 +101,7 @@ export class ChunkRegistry {
     const e = this.open.get(id)
     if (e !== undefined) return // still open through a handle: removed at the hidden file's unlink
     this.idle.delete(id)
+    this.sizes.delete(id)
     fs.rmSync(this.o.mapPath(id), { force: true })
     this.drifted.delete(id)
   }

@@ -306,6 +306,25 @@ export class ChunkFile {
   }
 
   /**
+   * The logical size recorded in the map at `mapPath`, reading only its header (for stat
+   * of a file no handle has open). SiblingError 'EIO' for a damaged header.
+   */
+  static peekSize (mapPath: string): number {
+    const fd = fs.openSync(mapPath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
+    try {
+      const h = Buffer.alloc(MAP_HEADER_SIZE)
+      if (preadFull(fd, h, 0, MAP_HEADER_SIZE, 0) < MAP_HEADER_SIZE ||
+        h.toString('latin1', H_MAGIC, H_MAGIC + 8) !== MAP_MAGIC ||
+        checksum(h.subarray(0, H_CRC)) !== h.readUInt32LE(H_CRC)) {
+        throw new SiblingError('EIO', `chunk map ${mapPath}: damaged header`, { path: mapPath })
+      }
+      return readU64(h, H_SIZE)
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
+
+  /**
    * Opens an existing chunked file. Validates the map header (magic, version, chunk size as
    * opts, checksum): SiblingError 'EIO' naming mapPath otherwise. Changes nothing on disk
    * until the first write or truncate (so status and fsck may open a file a daemon is
