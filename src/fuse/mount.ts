@@ -8,7 +8,9 @@
  * unlinked open files, the caller's uid/gid/pid, and extra mount options.
  * Options always set: default_permissions (the kernel checks permissions against the
  * attributes we report, exactly as for a local file system), use_ino (our inode numbers),
- * big_writes + max_write (writes arrive in 128 KiB pieces, not 4 KiB), nosuid, nodev.
+ * big_writes + max_write (writes arrive in 128 KiB pieces, not 4 KiB), atomic_o_trunc
+ * (O_TRUNC arrives with the open, instead of as a separate truncate request first: one
+ * round trip less per truncating open), nosuid, nodev.
  * Not hard_remove: with it, libfuse 2.9 answers fstat/fchmod/futimens of an unlinked open
  * file with ENOENT (the kernel sends no handle for them, and libfuse has no path). Without
  * it, libfuse renames such a file to `.fuse_hidden*`; the overlay turns that rename into a
@@ -91,7 +93,7 @@ export interface Mounted {
 
 function fuseOptions (o: FuseMountOptions): string[] {
   const opts = [
-    'default_permissions', 'use_ino', 'big_writes', 'max_write=131072',
+    'default_permissions', 'use_ino', 'big_writes', 'max_write=131072', 'atomic_o_trunc',
     'nosuid', 'nodev', 'fsname=siblingfs', 'subtype=siblingfs',
     `attr_timeout=${o.attrTimeout}`, `entry_timeout=${o.entryTimeout}`, `negative_timeout=${o.negativeTimeout}`
   ]
