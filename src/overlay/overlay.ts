@@ -900,7 +900,8 @@ export class Overlay {
 
   listxattr (p: string): string[] {
     const f = this.find(p)
-    const names = listOrEmpty(f.path)
+    // security.capability is answered "absent" without asking us (src/fuse/mount.ts).
+    const names = listOrEmpty(f.path).filter(n => n !== 'security.capability')
     if (f.layer === 'host') return names
     const out: string[] = []
     for (const n of names) {

@@ -4,7 +4,8 @@
  */
 import fs from 'node:fs'
 import { errOf, sh, storeInfo, useMount } from '../helpers/sandbox.js'
-import { lgetxattr, lsetxattr } from '../../src/sys/native.js'
+import path from 'node:path'
+import { lgetxattr, llistxattr, lsetxattr } from '../../src/sys/native.js'
 import { fixture, hostUnchanged, mtest, q, useMountPrepared } from '../helpers/mountkit.js'
 
 /** Names listed by getfattr -d -m - (all namespaces we may read), sorted. */
@@ -116,5 +117,20 @@ mtest('a host file\'s own user.siblingfs.* xattr survives copy-up (stored escape
   t.is(value(m.m('b.txt'), 'user.siblingfs.tag').value, 'host-owned', 'kept across copy-up')
   t.deepEqual(names(m.m('b.txt')), ['user.siblingfs.tag'])
   t.is(lgetxattr(m.u('b.txt'), 'user.siblingfs.x.tag')?.toString(), 'host-owned', 'stored escaped (STORE-FORMAT.md)')
+  hostUnchanged(t, m)
+})
+
+mtest('security.capability reads as absent through the mount (answered without a round trip; documented)', async (t) => {
+  const m = await useMountPrepared(t, fixture(), (host) => {
+    fs.writeFileSync(path.join(host, 'capfile'), 'x')
+    // a file capability (cap_net_raw+ep), as setcap would write it
+    lsetxattr(path.join(host, 'capfile'), 'security.capability', Buffer.from('0100000200200000000000000000000000000000', 'hex'), 0)
+  })
+  t.is(errOf(() => lgetxattr(m.m('capfile'), 'security.capability')), 'OK')
+  t.is(lgetxattr(m.m('capfile'), 'security.capability'), null, 'ENODATA through the mount')
+  t.false(llistxattr(m.m('capfile')).includes('security.capability'))
+  t.not(lgetxattr(m.h('capfile'), 'security.capability'), null, 'the host still has it')
+  fs.appendFileSync(m.m('capfile'), 'y') // a write: the kernel asks, we answer in C
+  t.is(fs.readFileSync(m.m('capfile'), 'utf8'), 'xy')
   hostUnchanged(t, m)
 })
