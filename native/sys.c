@@ -738,6 +738,19 @@ static napi_value js_syncfs(napi_env env, napi_callback_info info)
   return NULL;
 }
 
+/* dup2(oldfd, newfd): void -- makes newfd refer to oldfd's file (the daemon moves a direct
+ * read handle, whose descriptor number the kernel holds as its file handle, onto a sibling). */
+static napi_value js_dup2(napi_env env, napi_callback_info info)
+{
+  napi_value argv[2];
+  int oldfd, newfd;
+  if (!get_args(env, info, 2, argv)) return NULL;
+  if (!arg_fd(env, argv[0], &oldfd)) return NULL;
+  if (!arg_fd(env, argv[1], &newfd)) return NULL;
+  if (dup2(oldfd, newfd) < 0) throw_errno(env, errno, "dup2", NULL, NULL);
+  return NULL;
+}
+
 /* readdirTyped(path): [names: string[], inos: number[], types: Uint8Array] -- the entries of
  * a directory with their inode numbers and d_type, without '.' and '..', in one pass. Lets
  * the daemon list a host directory without an lstat per entry (Node's Dirent has no ino). */
@@ -848,6 +861,7 @@ NAPI_MODULE_INIT()
     FN("lseek", js_lseek),
     FN("syncfs", js_syncfs),
     FN("readdirTyped", js_readdir_typed),
+    FN("dup2", js_dup2),
   };
 #undef FN
   napi_value constants = make_constants(env);

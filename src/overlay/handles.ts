@@ -13,6 +13,16 @@
  */
 import fs from 'node:fs'
 import type { ChunkFile } from '../store/chunks.js'
+import { dup2 } from '../sys/native.js'
+
+/**
+ * The bit of a direct handle's fh (patched fuse-native's Fuse.DIRECT_FH): the fh is then the
+ * descriptor itself, and fuse-native serves read and write on it in C with pread/pwrite on the
+ * libfuse thread, never calling JS. Only handles whose descriptor can stand for the file for
+ * its whole open life are direct: plain store files, and host files that a copy-up would copy
+ * whole (retarget then moves the descriptor number onto the sibling with dup2).
+ */
+export const DIRECT_FH = 0x40000000
 
 export interface Handle {
   /** The descriptor, or -1 for a chunked file (then `chunks` does the I/O). */
@@ -28,16 +38,25 @@ export interface Handle {
   layer: 'host' | 'upper' | 'pending'
   /** Identity of the host original ("dev:ino") while layer is 'host'. */
   hostKey: string | null
+  /** A direct handle (see DIRECT_FH): its fh is DIRECT_FH | fd. */
+  direct?: boolean
 }
 
 export class HandleTable {
   private readonly table: Array<Handle | undefined> = [undefined]
   private readonly free: number[] = []
   private readonly byHost = new Map<string, Set<Handle>>()
+  private readonly directs = new Map<number, Handle>()
 
   add (h: Handle): number {
-    const fh = this.free.pop() ?? this.table.length
-    this.table[fh] = h
+    let fh: number
+    if (h.direct === true) {
+      fh = DIRECT_FH | h.fd
+      this.directs.set(fh, h)
+    } else {
+      fh = this.free.pop() ?? this.table.length
+      this.table[fh] = h
+    }
     if (h.hostKey !== null) {
       let set = this.byHost.get(h.hostKey)
       if (set === undefined) { set = new Set(); this.byHost.set(h.hostKey, set) }
@@ -47,15 +66,18 @@ export class HandleTable {
   }
 
   get (fh: number): Handle | undefined {
-    return this.table[fh]
+    return (fh & DIRECT_FH) !== 0 ? this.directs.get(fh) : this.table[fh]
   }
 
   /** Removes a handle and closes its descriptor; returns it (the caller releases chunks). */
   release (fh: number): Handle | undefined {
-    const h = this.table[fh]
+    const h = this.get(fh)
     if (h === undefined) return undefined
-    this.table[fh] = undefined
-    this.free.push(fh)
+    if ((fh & DIRECT_FH) !== 0) this.directs.delete(fh)
+    else {
+      this.table[fh] = undefined
+      this.free.push(fh)
+    }
     this.unregister(h)
     if (h.fd >= 0) fs.closeSync(h.fd)
     return h
@@ -75,9 +97,17 @@ export class HandleTable {
     const set = this.byHost.get(hostKey)
     if (set === undefined) return
     for (const h of set) {
-      if (h.fd >= 0) fs.closeSync(h.fd)
+      const old = h.fd
       h.fd = -1
       reopen(h)
+      if (h.direct === true) {
+        // The kernel holds the descriptor number as the fh: keep the number, change the file.
+        if (h.fd >= 0) { dup2(h.fd, old); fs.closeSync(h.fd) }
+        h.fd = old
+        if (h.chunks !== null) continue // cannot follow a chunked sibling: keeps the original
+      } else if (old >= 0) {
+        fs.closeSync(old)
+      }
       h.layer = 'upper'
       h.hostKey = null
     }
@@ -98,7 +128,7 @@ export class HandleTable {
   }
 
   get openCount (): number {
-    return this.table.length - 1 - this.free.length
+    return this.table.length - 1 - this.free.length + this.directs.size
   }
 
   closeAll (): void {
@@ -106,6 +136,8 @@ export class HandleTable {
       const h = this.table[fh]
       if (h !== undefined && h.fd >= 0) { try { fs.closeSync(h.fd) } catch { /* closing anyway */ } }
     }
+    for (const h of this.directs.values()) { try { fs.closeSync(h.fd) } catch { /* closing anyway */ } }
+    this.directs.clear()
     this.table.length = 1
     this.free.length = 0
     this.byHost.clear()

@@ -19,7 +19,7 @@
  */
 import fs from 'node:fs'
 import { fail, isCode } from '../errors.js'
-import { XATTR, XATTR_ESCAPE, XATTR_PREFIX, storePaths, type Origin, type StoreOptions } from '../store/format.js'
+import { SPARSE_MIN_BYTES, XATTR, XATTR_ESCAPE, XATTR_PREFIX, storePaths, type Origin, type StoreOptions } from '../store/format.js'
 import { lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod as mknodAt, readdirTyped, renameat2, RENAME_EXCHANGE, utimensat } from '../sys/native.js'
 import { log, logOnce } from '../log.js'
 import { ChunkCache, type ChunkFile } from '../store/chunks.js'
@@ -368,7 +368,7 @@ export class Overlay {
       return pending.then(() => this.openWrite(f.dir, f.name, flags))
     }
     if (f.layer === 'upper' && this.inodes.origin(f.path, f.st)?.data !== 'host') return this.openWrite(f.dir, f.name, flags)
-    const fh = this.openRead(f)
+    const fh = this.openRead(f, false) // its first write must reach JS
     const h = this.handles.get(fh) as Handle
     h.layer = 'pending'
     h.flags = flags
@@ -394,23 +394,31 @@ export class Overlay {
     return pending.then(finish)
   }
 
-  private openRead (f: Found): number {
+  /**
+   * Opens `f` for reading. `direct` handles (reads served in C, see handles.ts) are used for
+   * plain store files, and for host originals a copy-up would copy whole (plain store, below
+   * SPARSE_MIN_BYTES), whose descriptor can then be moved onto the sibling.
+   */
+  private openRead (f: Found, allowDirect = true): number {
     const attr = this.attrOf(f)
+    const wholeCopy = allowDirect && !this.copyup.compress
     if (f.layer === 'host') {
       const fd = fs.openSync(f.path, this.hostReadFlags)
-      return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${f.st.dev}:${f.st.ino}` })
+      const direct = wholeCopy && f.st.size < BigInt(SPARSE_MIN_BYTES)
+      return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${f.st.dev}:${f.st.ino}`, direct })
     }
     const info = this.inodes.info(f.path, f.st)
     const o = info.origin
     if (o !== null && o.data === 'host' && f.st.isFile()) {
       const fd = this.copyup.openHost(o.path)
-      return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${o.dev}:${o.ino}` })
+      const direct = wholeCopy && fs.fstatSync(fd).size < SPARSE_MIN_BYTES
+      return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${o.dev}:${o.ino}`, direct })
     }
     if (info.chunks !== null) {
       return this.handles.add({ fd: -1, chunks: this.acquireChunks(info, f.path), flags: C.O_RDONLY, ino: attr.ino, layer: 'upper', hostKey: null })
     }
     const fd = fs.openSync(f.path, C.O_RDONLY | C.O_NOFOLLOW)
-    return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'upper', hostKey: null })
+    return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'upper', hostKey: null, direct: allowDirect })
   }
 
   /** The shared chunk engine of a chunked upper file, with a reference for a handle. */
@@ -453,7 +461,7 @@ export class Overlay {
       if ((flags & C.O_TRUNC) !== 0 && chunks.file.size !== 0) chunks.file.truncate(0)
       h = { fd: -1, chunks, flags, ino, layer: 'upper', hostKey: null }
     } else {
-      h = { fd: fs.openSync(up, C.O_RDWR | C.O_NOFOLLOW | (flags & (PASS_FLAGS | C.O_TRUNC))), chunks: null, flags, ino, layer: 'upper', hostKey: null }
+      h = { fd: fs.openSync(up, C.O_RDWR | C.O_NOFOLLOW | (flags & (PASS_FLAGS | C.O_TRUNC))), chunks: null, flags, ino, layer: 'upper', hostKey: null, direct: true }
     }
     if (o !== null) this.retarget(`${o.dev}:${o.ino}`, up, info)
     return this.handles.add(h)
@@ -628,7 +636,7 @@ export class Overlay {
     })
     const st = fs.fstatSync(fd, { bigint: true })
     const ino = this.inodes.map(Number(st.dev), Number(st.ino))
-    if (!this.copyup.compress) return this.handles.add({ fd, chunks: null, flags, ino, layer: 'upper', hostKey: null })
+    if (!this.copyup.compress) return this.handles.add({ fd, chunks: null, flags, ino, layer: 'upper', hostKey: null, direct: true })
     fs.closeSync(fd)
     const up = dir.upperAt(name)
     const chunks = this.acquireChunks(this.inodes.info(up, fs.lstatSync(up, { bigint: true })), up)

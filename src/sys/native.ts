@@ -39,6 +39,7 @@ interface Binding {
   lseek (fd: number, offset: number, whence: number): number
   syncfs (fd: number): void
   readdirTyped (path: string): [string[], number[], Uint8Array]
+  dup2 (oldFd: number, newFd: number): void
   /** The platform's values of the constants below, checked at load. */
   constants: Record<string, number>
 }
@@ -125,3 +126,6 @@ export const DT_REG = 8
 export const DT_LNK = 10
 /** A directory's entries (no '.' or '..') with inode numbers and d_type, in one pass. */
 export const readdirTyped: (path: string) => [string[], number[], Uint8Array] = native.readdirTyped
+
+/** dup2(2): `newFd` now refers to `oldFd`'s open file (atomically replacing what it was). */
+export const dup2: (oldFd: number, newFd: number) => void = native.dup2

@@ -3,7 +3,7 @@
  * reading (served from the host, nothing copied), stable inode numbers, mount options.
  */
 import fs from 'node:fs'
-import { errOf, sh, storeInfo, useMount } from '../helpers/sandbox.js'
+import { errOf, hashTree, sh, storeInfo, useMount } from '../helpers/sandbox.js'
 import { asNobody, fixture, hostUnchanged, lst, mtest, pattern, q, sorted, walk } from '../helpers/mountkit.js'
 
 mtest('stat of host entries through the mount matches the host', async (t) => {
@@ -177,4 +177,27 @@ mtest('mount options: nosuid,nodev, type fuse.siblingfs', async (t) => {
   t.true(f[sep + 3].split(',').includes('allow_other'), 'root mounts with allow_other: ' + f[sep + 3])
   t.true(f[sep + 3].split(',').includes('default_permissions'), f[sep + 3])
   hostUnchanged(t, m)
+})
+
+mtest('a reader of a host file (served in C by pread) sees the data a later write copied up (descriptor moved onto the sibling)', async (t) => {
+  const m = await useMount(t, { host: { 'f.txt': 'old content\n' } })
+  // O_DIRECT: every read reaches the daemon (no page cache), so it shows which file the
+  // reader's descriptor points at.
+  const py = [
+    'import os, mmap',
+    `p = ${JSON.stringify(m.m('f.txt'))}`,
+    'r = os.open(p, os.O_RDONLY | os.O_DIRECT)',
+    'buf = mmap.mmap(-1, 4096)',
+    'n = os.preadv(r, [buf], 0); print(bytes(buf[:n]).decode(), end="")',
+    'w = os.open(p, os.O_WRONLY)',
+    'os.pwrite(w, b"NEW", 0); os.close(w)',
+    'n = os.preadv(r, [buf], 0); print(bytes(buf[:n]).decode(), end="")',
+    'os.close(r)'
+  ].join('\n')
+  const r = sh(`python3 -c '${py}'`)
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout, 'old content\nNEW content\n')
+  t.like(storeInfo(m.u('f.txt')).origin, { data: 'store' })
+  t.is(fs.readFileSync(m.h('f.txt'), 'utf8'), 'old content\n')
+  t.is(hashTree(m.host), m.hostHash)
 })
