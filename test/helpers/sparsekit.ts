@@ -228,7 +228,14 @@ export async function waitForLine (stderr: () => string, pred: (line: string) =>
   for (;;) {
     const hit = stderr().split('\n').find(pred)
     if (hit !== undefined) return hit
-    if (Date.now() > deadline) return null
+    if (Date.now() > deadline) {
+      // Other tests in this process may have blocked the event loop (spawnSync, big sync
+      // reads) past the deadline while the daemon's output sat unread in the pipe: give the
+      // pending I/O callbacks two turns before giving up.
+      for (let i = 0; i < 2; i++) await new Promise(resolve => setImmediate(resolve))
+      await new Promise(resolve => setTimeout(resolve, 100))
+      return stderr().split('\n').find(pred) ?? null
+    }
     await new Promise(resolve => setTimeout(resolve, 50))
   }
 }

@@ -175,7 +175,7 @@ for (const cfg of STORE_CONFIGS) {
     t.true(st === 'OK' || st === 'EIO', `stat of c.bin: ${st} (expected to work, or EIO; not ENOENT)`)
     t.is(errOf(() => fs.readFileSync(m2.m('c.bin'))), 'EIO', 'reading c.bin fails with EIO')
     othersFine(t, d, ['c.bin'])
-    t.truthy(await waitForLine(m2.stderr, l => /c\.bin/.test(l) && /map/.test(l), 2000), `the daemon says c.bin's map is missing:\n${m2.stderr()}`)
+    t.truthy(await waitForLine(m2.stderr, l => /c\.bin/.test(l) && /map/.test(l), 5000), `the daemon says c.bin's map is missing:\n${m2.stderr()}`)
     t.is(hashTree(d.m.host), d.hostHash)
   })
 
@@ -192,7 +192,7 @@ for (const cfg of STORE_CONFIGS) {
     t.true(st === 'OK' || st === 'EIO', `stat of d.bin: ${st}`)
     t.is(errOf(() => fs.readFileSync(m2.m('d.bin'))), 'EIO', 'reading d.bin fails with EIO')
     othersFine(t, d, ['d.bin'])
-    t.truthy(await waitForLine(m2.stderr, l => /d\.bin/.test(l) && /header/.test(l), 2000), `the daemon logs the damaged header:\n${m2.stderr()}`)
+    t.truthy(await waitForLine(m2.stderr, l => /d\.bin/.test(l) && /header/.test(l), 5000), `the daemon logs the damaged header:\n${m2.stderr()}`)
     t.is(hashTree(d.m.host), d.hostHash)
   })
 
