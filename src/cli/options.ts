@@ -5,6 +5,13 @@ import type { Argv } from 'yargs'
 import type { CacheOptions } from '../fuse/mount.js'
 import type { RequestedOptions } from '../store/format.js'
 
+/**
+ * Default seconds of the kernel's name and attribute caches. They bound only how late a
+ * change made to the host directly (not through the mount) is seen: the sandbox's own
+ * changes reach every cached name at once (hard links included, see overlay.ts KernelCache).
+ */
+export const DEFAULT_TIMEOUT = 60
+
 export interface CacheArgs {
   'attr-timeout': number
   'entry-timeout': number
@@ -14,9 +21,9 @@ export interface CacheArgs {
 
 export function withCacheOptions<T> (y: Argv<T>): Argv<T & CacheArgs> {
   return y
-    .option('attr-timeout', { type: 'number', default: 1, describe: 'seconds the kernel may cache attributes (see "Coherence" in the README)' })
-    .option('entry-timeout', { type: 'number', default: 1, describe: 'seconds the kernel may cache names' })
-    .option('negative-timeout', { type: 'number', default: 1, describe: 'seconds the kernel may cache "no such file"' })
+    .option('attr-timeout', { type: 'number', default: DEFAULT_TIMEOUT, describe: 'seconds the kernel may cache attributes: how late a change made to the host directly may be seen (see "Coherence" in the README)' })
+    .option('entry-timeout', { type: 'number', default: DEFAULT_TIMEOUT, describe: 'seconds the kernel may cache names' })
+    .option('negative-timeout', { type: 'number', default: DEFAULT_TIMEOUT, describe: 'seconds the kernel may cache "no such file"' })
     .option('data-cache', { choices: ['auto', 'keep', 'none'] as const, default: 'auto' as const, describe: 'file data in the page cache: auto (until mtime/size change), keep, none' })
     .check((a) => {
       for (const k of ['attr-timeout', 'entry-timeout', 'negative-timeout'] as const) {

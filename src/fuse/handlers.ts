@@ -37,6 +37,19 @@ function run<T> (op: string, path: string | null, cb: Cb, fn: () => T | Promise<
 
 export type CallerSource = () => Caller
 
+/**
+ * Releases of direct handles, which patched fuse-native answers in C and hands over in
+ * batches: each is closed like any release; a failure is logged (toErrno), never thrown.
+ */
+export function releaseBatch (ov: Overlay): (fhs: Uint32Array) => void {
+  return (fhs) => {
+    for (const fh of fhs) {
+      if (opChannel.hasSubscribers) opChannel.publish({ op: 'release', path: null })
+      try { ov.release(fh) } catch (err) { toErrno(err, 'release') }
+    }
+  }
+}
+
 export function createHandlers (ov: Overlay, caller: CallerSource): Record<string, (...args: any[]) => void> {
   const ok0 = (cb: Cb) => () => cb(0)
   const needPath = (p: string | null): string => {

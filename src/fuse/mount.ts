@@ -22,7 +22,7 @@ import fs from 'node:fs'
 import { createRequire } from 'node:module'
 import { SiblingError } from '../errors.js'
 import type { Caller, Overlay } from '../overlay/overlay.js'
-import { createHandlers } from './handlers.js'
+import { createHandlers, releaseBatch } from './handlers.js'
 
 export interface CacheOptions {
   /** Seconds the kernel may keep attributes and names (and a "no such name") of entries. */
@@ -43,6 +43,9 @@ interface FuseInstance {
   mount (cb: (err: Error | null) => void): void
   unmount (cb: (err: Error | null) => void): void
   skipSecurityCapability (on: boolean): void
+  invalidateInode (ino: number, onlyShared: boolean): number
+  setReleaseHandler (handler: (fhs: Uint32Array) => void): void
+  trackedNodes (): number
   callerContext?: Uint32Array
 }
 type FuseCtor = new (mnt: string, ops: object, opts: object) => FuseInstance
@@ -133,6 +136,13 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   // is, file capabilities have no effect, so nothing is lost but the attribute's visibility
   // (README: differences).
   fuse.skipSecurityCapability(true)
+
+  // Hard links: libfuse gives each name its own kernel node; the overlay tells all of a
+  // file's names when its attributes change (overlay.ts, KernelCache).
+  ov.kernel = { invalidateInode: (ino, onlyShared) => { fuse.invalidateInode(ino, onlyShared) } }
+  // Closing a plain descriptor (a direct handle) is answered in C at once; JS closes it
+  // a moment later, in batches (handlers.ts, releaseBatch).
+  fuse.setReleaseHandler(releaseBatch(ov))
 
   let unmounted = false
   let markGone: () => void = () => {}

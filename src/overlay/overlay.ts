@@ -75,6 +75,19 @@ export interface OverlayOptions {
   chunkCacheBytes: number
 }
 
+/**
+ * The kernel's caches, as far as the overlay must correct them. The kernel keeps one node
+ * (with its attributes) per name it looked up, and libfuse's path API cannot tell it that
+ * two names are hard links of one file. Patched fuse-native refreshes the other names
+ * itself after a write, setattr or link through one of them; what only the overlay can
+ * map to an inode, a name of several removed by unlink or rename, it reports here, with
+ * the inode number the view shows (fuse-native's invalidateInode). `onlyShared`: only if
+ * the kernel holds two or more names of it.
+ */
+export interface KernelCache {
+  invalidateInode (ino: number, onlyShared: boolean): void
+}
+
 /** An entry found in one layer. `path` is its `*at` path. */
 interface Found {
   dir: DirNode
@@ -104,6 +117,8 @@ export class Overlay {
    * them after a crash. Merged path -> `*at` path in work/.
    */
   private readonly hidden = new Map<string, string>()
+  /** Set by the FUSE layer once mounted; until then there is no kernel cache to correct. */
+  kernel: KernelCache = { invalidateInode () {} }
 
   constructor (opts: OverlayOptions) {
     const sp = storePaths(opts.store)
@@ -709,6 +724,7 @@ export class Overlay {
     const f = this.find(p)
     if (f.st.isDirectory()) fail('EISDIR', p)
     const id = f.layer === 'upper' ? this.lastChunks(f.path, f.st) : null
+    const others = this.sharedIno(f)
     if (!this.hostHas(f.dir, f.name)) {
       fs.unlinkSync(f.path) // only in the store
     } else {
@@ -716,6 +732,13 @@ export class Overlay {
       this.whiteout(f.dir, f.name)
     }
     if (id !== null) this.chunks.remove(id)
+    if (others !== null) this.kernel.invalidateInode(others, false)
+  }
+
+  /** The view's inode number of `f` when other names of it (hard links in the store) would
+   *  see a change of its link count or ctime; else null. */
+  private sharedIno (f: Found): number | null {
+    return f.layer === 'upper' && !f.st.isDirectory() && f.st.nlink > 1n ? this.attrOf(f).ino : null
   }
 
   /** The chunk map of an upper file about to lose its last name, or null. */
@@ -808,7 +831,9 @@ export class Overlay {
     }
     const intent = needsWhiteout ? this.writeIntent(src) : null
     const dstChunks = dst0 !== null && !dst0.isDirectory() ? this.lastChunks(dUp, dst0) : null
+    const replaced = df !== null ? this.sharedIno(df) : null
     fs.renameSync(sdir.upperAt(sname), dUp)
+    if (replaced !== null) this.kernel.invalidateInode(replaced, false)
     if (dst0 !== null && !dst0.isDirectory()) this.inodes.forget(dst0)
     if (dstChunks !== null) this.chunks.remove(dstChunks)
     this.resolver.invalidate(src)
@@ -826,6 +851,7 @@ export class Overlay {
       for (const h of this.handles.pendingOn(key)) await this.materialize(h, src)
       f = this.find(src)
     }
+    const others = this.sharedIno(f)
     if (f.layer === 'host') this.copyup.meta(f.dir, f.name)
     const target = this.copyup.tmp()
     if (this.hostHas(f.dir, f.name)) {
@@ -835,6 +861,7 @@ export class Overlay {
       fs.renameSync(f.dir.upperAt(f.name), target)
     }
     this.hidden.set(hiddenPath, target)
+    if (others !== null) this.kernel.invalidateInode(others, false)
   }
 
   /** The host identity of an upper entry's origin, as handles know it, or null. */

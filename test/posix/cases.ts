@@ -268,22 +268,12 @@ export const knownDifferences: KnownDifference[] = [
 ]
 
 /**
- * Cases that fail on the mount because of a daemon bug (reported; not a documented
- * difference). They run as test.failing so the suite stays green until the fix lands, and
- * as ordinary tests with SFS_STRICT=1.
+ * Cases whose result depends on the kernel's attribute cache: they would match ext4 only
+ * with the strict coherence settings (--attr-timeout 0 ...), and run on a mount with those.
+ * Empty since the daemon tells the kernel about every name of a hard-linked file
+ * (overlay.ts, KernelCache): "link counts of files" runs on the default mount.
  */
-/**
- * Cases whose result depends on the kernel's attribute cache: they match ext4 exactly with
- * the strict coherence settings (--attr-timeout 0 ...), and run on a mount with those.
- * With the default settings the difference is documented in the README.
- */
-export const coherenceDependent: Array<{ name: string, reason: string }> = [
-  {
-    name: 'link counts of files',
-    reason: 'libfuse\'s high-level API gives each name of a hard-linked file its own kernel inode, so after ' +
-      'link(2) or unlink(2) the other names show their cached st_nlink until --attr-timeout expires'
-  }
-]
+export const coherenceDependent: Array<{ name: string, reason: string }> = []
 
 /**
  * Cases that fail on the mount because of a daemon bug (reported; not a documented
