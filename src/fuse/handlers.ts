@@ -14,7 +14,7 @@
 import { opChannel } from '../log.js'
 import type { Caller, Overlay } from '../overlay/overlay.js'
 import { toErrno } from './errno.js'
-import { direntArray, statArray, statfsObject } from './stat.js'
+import { packedDirents, statArray, statfsObject } from './stat.js'
 
 type Cb = (err: number, ...rest: unknown[]) => void
 
@@ -72,7 +72,7 @@ export function createHandlers (ov: Overlay, caller: CallerSource): Record<strin
       run('statfs', _path, cb, () => ov.statfs(), (s) => cb(0, statfsObject(s)))
     },
     readdir (path: string, cb: Cb) {
-      run('readdir', path, cb, () => ov.readdir(path), (r) => cb(0, r.names, r.names.map((_, i) => direntArray(r.inos[i], r.modes[i]))))
+      run('readdir', path, cb, () => ov.readdir(path), (r) => cb(0, ...packedDirents(r.names, r.inos, r.modes)))
     },
     readlink (path: string, cb: Cb) {
       run('readlink', path, cb, () => ov.readlink(path), (t) => cb(0, t))

@@ -41,12 +41,17 @@ export function statArray (attr: Attr): Uint32Array {
   return a
 }
 
-/** The stat of a directory entry as readdir reports it: only the inode number and type. */
-export function direntArray (ino: number, mode: number): Uint32Array {
-  const a = new Uint32Array(22)
-  a[0] = mode
-  put64(a, 7, ino)
-  return a
+/**
+ * A listing in patched fuse-native's packed readdir form: the names joined by '\0' (no
+ * name can hold one), and [inoLo, inoHi, mode] per entry (what getdents reports).
+ */
+export function packedDirents (names: string[], inos: number[], modes: number[]): [string, Uint32Array] {
+  const a = new Uint32Array(names.length * 3)
+  for (let i = 0; i < names.length; i++) {
+    put64(a, i * 3, inos[i])
+    a[i * 3 + 2] = modes[i]
+  }
+  return [names.join('\0'), a]
 }
 
 export function statfsObject (s: StatFs): Record<string, number> {

@@ -268,10 +268,17 @@ export class Overlay {
    * of ~3 µs for an lstat through /proc/self/fd, which is most of a 10,000-entry listing.
    */
   readdir (p: string): DirListing {
-    const node = this.resolver.dir(p)
-    const self = this.getattr(p)
-    const parent = p === '/' ? self : this.getattr(splitPath(p)[0])
-    const out: DirListing = { names: ['.', '..'], inos: [self.ino, parent.ino], modes: [Number(self.st.mode), Number(parent.st.mode)] }
+    let parentIno = -1
+    if (p !== '/') {
+      const pp = splitPath(p)[0]
+      const parent = this.resolver.dir(pp)
+      if (parent.ino < 0) parent.ino = this.getattr(pp).ino
+      parentIno = parent.ino
+    }
+    const node = this.resolver.dir(p) // after the parent's: a node used below is the last resolved
+    if (node.ino < 0) node.ino = this.getattr(p).ino
+    if (parentIno < 0) parentIno = node.ino
+    const out: DirListing = { names: ['.', '..'], inos: [node.ino, parentIno], modes: [C.S_IFDIR, C.S_IFDIR] }
     const seen = new Set<string>()
     this.eachUpper(node, seen, (f) => {
       out.names.push(f.name)
@@ -281,7 +288,8 @@ export class Overlay {
     })
     if (node.hasHost) {
       const [names, inos, types] = readdirTyped(at(node.hostFd, ''))
-      const dev = Number(fs.lstatSync(at(node.hostFd, '.'), { bigint: true }).dev)
+      if (node.hostDev < 0) node.hostDev = Number(fs.lstatSync(at(node.hostFd, '.'), { bigint: true }).dev)
+      const dev = node.hostDev
       for (let i = 0; i < names.length; i++) {
         const name = names[i]
         if (seen.has(name)) continue

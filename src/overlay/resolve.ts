@@ -73,6 +73,11 @@ export class DirNode {
   hostFd = -1
   /** Host-relative path of the host directory merged here ('' = host root), or null. */
   hostRel: string | null = null
+  /** st_dev of the host directory (for inode numbers of its entries); -1 until asked. */
+  hostDev = -1
+  /** The directory's inode number in the view (readdir's '.' and '..'); -1 until asked.
+   *  Fixed for the node's life: a copy-up keeps it, a rename or rmdir drops the node. */
+  ino = -1
   refs = 0
   dropped = false
 
