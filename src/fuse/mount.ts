@@ -46,6 +46,8 @@ interface FuseInstance {
   invalidateInode (ino: number, onlyShared: boolean): number
   setReleaseHandler (handler: (fhs: Uint32Array) => void): void
   trackedNodes (): number
+  setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number): boolean
+  dropHostDirs (path: string): void
   callerContext?: Uint32Array
 }
 type FuseCtor = new (mnt: string, ops: object, opts: object) => FuseInstance
@@ -139,7 +141,12 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
 
   // Hard links: libfuse gives each name its own kernel node; the overlay tells all of a
   // file's names when its attributes change (overlay.ts, KernelCache).
-  ov.kernel = { invalidateInode: (ino, onlyShared) => { fuse.invalidateInode(ino, onlyShared) } }
+  // Directories that show only their host directory are listed in C (overlay.ts, KernelCache).
+  ov.kernel = {
+    invalidateInode: (ino, onlyShared) => { fuse.invalidateInode(ino, onlyShared) },
+    listedHostDir: (p, fd, base, selfIno, parentIno) => { fuse.setHostDir(p, fd, base, selfIno, parentIno) },
+    dirChanged: (p) => { fuse.dropHostDirs(p) }
+  }
   // Closing a plain descriptor (a direct handle) is answered in C at once; JS closes it
   // a moment later, in batches (handlers.ts, releaseBatch).
   fuse.setReleaseHandler(releaseBatch(ov))

@@ -104,6 +104,7 @@ export class CopyUp {
       if (!isCode(err, 'EEXIST')) throw err
     }
     this.copyMeta(hostSelf, up, st, { path: node.hostRel ?? '', dev: Number(st.dev), ino: Number(st.ino), size: 0, mtimeNs: String(st.mtimeNs), data: 'store' })
+    this.ctx.resolver.gainedUpper(node)
     node.upperFd = fs.openSync(up, 0o10000000 | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW)
   }
 

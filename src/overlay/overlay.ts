@@ -86,6 +86,15 @@ export interface OverlayOptions {
  */
 export interface KernelCache {
   invalidateInode (ino: number, onlyShared: boolean): void
+  /**
+   * Directory `p` lists exactly host directory `fd` (it has no store copy): its readdir may
+   * be answered from the host directory from now on, with inode numbers base + ino and
+   * `selfIno`/`parentIno` for '.' and '..' (fuse-native's setHostDir), until
+   * `dirChanged(p)` or the same for an ancestor.
+   */
+  listedHostDir (p: string, fd: number, base: number, selfIno: number, parentIno: number): void
+  /** What `p` and the directories below it list may change (Resolver.onChange). */
+  dirChanged (p: string): void
 }
 
 /** An entry found in one layer. `path` is its `*at` path. */
@@ -118,7 +127,7 @@ export class Overlay {
    */
   private readonly hidden = new Map<string, string>()
   /** Set by the FUSE layer once mounted; until then there is no kernel cache to correct. */
-  kernel: KernelCache = { invalidateInode () {} }
+  kernel: KernelCache = { invalidateInode () {}, listedHostDir () {}, dirChanged () {} }
 
   constructor (opts: OverlayOptions) {
     const sp = storePaths(opts.store)
@@ -139,6 +148,7 @@ export class Overlay {
       chunks: { opts: chunkOpts, cache, mapPath }
     })
     this.chunks = new ChunkRegistry({ opts: chunkOpts, cache, mapPath, openHost: (rel) => this.copyup.openHost(rel) })
+    this.resolver.onChange = (p) => this.kernel.dirChanged(p)
     this.initRoot()
     this.replayIntents()
   }
@@ -290,12 +300,14 @@ export class Overlay {
       const [names, inos, types] = readdirTyped(at(node.hostFd, ''))
       if (node.hostDev < 0) node.hostDev = Number(fs.lstatSync(at(node.hostFd, '.'), { bigint: true }).dev)
       const dev = node.hostDev
+      let typed = true
       for (let i = 0; i < names.length; i++) {
         const name = names[i]
         if (seen.has(name)) continue
         let mode = DT_TO_MODE[types[i]] ?? 0
         let ino = inos[i]
         if (mode === 0) { // DT_UNKNOWN: this file system does not fill d_type
+          typed = false
           const st = lstatOrNull(node.hostAt(name))
           if (st === null) continue
           mode = Number(st.mode)
@@ -305,6 +317,8 @@ export class Overlay {
         out.inos.push(this.inodes.map(dev, ino))
         out.modes.push(mode)
       }
+      // Only the host's entries, all typed: the next listings can come from the host directly.
+      if (!node.hasUpper && typed) this.kernel.listedHostDir(p, node.hostFd, this.inodes.map(dev, 0), node.ino, parentIno)
     }
     return out
   }

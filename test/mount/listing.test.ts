@@ -1,0 +1,94 @@
+/**
+ * Directories the sandbox never changed are listed, and their entries stat'ed, in C from
+ * the host directory (patched fuse-native, setHostDir) once JS has listed them. These tests
+ * list and stat first (so the C path is on), then change the directory through the mount
+ * in every way that gives it a store copy, and check that listings and attributes follow
+ * at once: in the view (read by separate processes), in the store, and on the host.
+ */
+import fs from 'node:fs'
+import type { ExecutionContext } from 'ava'
+import { sh, useMount, type Mount, type TreeNode } from '../helpers/sandbox.js'
+import { hostUnchanged, lst, mtest, sorted } from '../helpers/mountkit.js'
+
+function tree (): { [name: string]: TreeNode } {
+  return {
+    a: { 'one.txt': '1\n', 'two.txt': '2\n', b: { 'deep.txt': 'd\n', c: { 'x.txt': 'x\n' } } },
+    other: { 'o.txt': 'o\n' }
+  }
+}
+
+/** `ls -a` of a view directory by a separate process (a listing, not a cached lookup). */
+function ls (m: Mount, rel: string): string[] {
+  const r = sh(`ls -a1 '${m.m(rel)}'`)
+  return r.status === 0 ? sorted(r.stdout.split('\n').filter(l => l !== '')) : [`ls failed: ${r.stderr.trim()}`]
+}
+
+/** Lists and stats every directory twice: the second time is answered in C. */
+function warm (m: Mount): void {
+  for (let i = 0; i < 2; i++) sh(`find '${m.mnt}' -printf '%i %n %s\\n' > /dev/null`)
+}
+
+function sameAsHost (t: ExecutionContext, m: Mount, rel: string): void {
+  const v = lst(m.m(rel))
+  const h = lst(m.h(rel))
+  t.is(v.ino, h.ino, `${rel}: inode number`)
+  t.is(v.mode, h.mode, `${rel}: mode`)
+  t.is(v.size, h.size, `${rel}: size`)
+  t.is(v.nlink, h.nlink, `${rel}: link count`)
+  t.is(v.mtimeNs, h.mtimeNs, `${rel}: mtime`)
+}
+
+mtest('an unchanged directory and its entries read as the host ones (listing, inode numbers, attributes, ENOENT)', async (t) => {
+  const m = await useMount(t, { host: tree() })
+  warm(m)
+  t.deepEqual(ls(m, 'a'), ['.', '..', 'b', 'one.txt', 'two.txt'])
+  t.deepEqual(ls(m, 'a/b/c'), ['.', '..', 'x.txt'])
+  for (const rel of ['a', 'a/one.txt', 'a/b', 'a/b/c', 'a/b/c/x.txt']) sameAsHost(t, m, rel)
+  t.is(sh(`stat '${m.m('a/nope')}'`).status, 1, 'a missing name is missing')
+  const dots = sh(`ls -ai1 '${m.m('a/b')}'`).stdout.split('\n').filter(l => /\s\.\.?$/.test(l)).map(l => BigInt(l.trim().split(/\s+/)[0]))
+  t.deepEqual(dots, [lst(m.m('a/b')).ino, lst(m.m('a')).ino], "'.' and '..' carry the directories' inode numbers")
+  // store: nothing; host: untouched
+  t.false(fs.existsSync(m.u('a')))
+  hostUnchanged(t, m)
+})
+
+mtest('after listing, every change through the mount shows at once in listings and stat', async (t) => {
+  const m = await useMount(t, { host: tree() })
+  warm(m)
+  fs.writeFileSync(m.m('a/new.txt'), 'new\n')
+  t.deepEqual(ls(m, 'a'), ['.', '..', 'b', 'new.txt', 'one.txt', 'two.txt'], 'create')
+  fs.rmSync(m.m('a/one.txt'))
+  t.deepEqual(ls(m, 'a'), ['.', '..', 'b', 'new.txt', 'two.txt'], 'unlink')
+  t.is(sh(`stat '${m.m('a/one.txt')}'`).status, 1, 'the removed name is gone for stat too')
+
+  warm(m)
+  fs.writeFileSync(m.m('a/b/c/y.txt'), 'y\n') // a grandchild gets a store copy: its parents too
+  t.deepEqual(ls(m, 'a/b/c'), ['.', '..', 'x.txt', 'y.txt'], 'create two levels down')
+  t.deepEqual(ls(m, 'a/b'), ['.', '..', 'c', 'deep.txt'])
+
+  warm(m)
+  fs.renameSync(m.m('other'), m.m('a/b/moved'))
+  t.deepEqual(ls(m, 'a/b'), ['.', '..', 'c', 'deep.txt', 'moved'], 'rename of a listed directory into another')
+  t.deepEqual(ls(m, 'a/b/moved'), ['.', '..', 'o.txt'])
+  t.is(sh(`ls '${m.m('other')}'`).status, 2, 'the old name is gone')
+
+  warm(m)
+  fs.rmSync(m.m('a/b/c'), { recursive: true })
+  t.deepEqual(ls(m, 'a/b'), ['.', '..', 'deep.txt', 'moved'], 'rm -r of a listed directory')
+
+  warm(m)
+  fs.chmodSync(m.m('a/two.txt'), 0o600)
+  fs.chmodSync(m.m('a/b'), 0o700)
+  t.is(lst(m.m('a/two.txt')).mode & 0o777n, 0o600n, 'chmod of an entry of a listed directory')
+  t.is(lst(m.m('a/b')).mode & 0o777n, 0o700n, 'chmod of a listed directory')
+  t.is(sh(`stat -c %a '${m.m('a/b')}'`).stdout.trim(), '700')
+  fs.appendFileSync(m.m('a/b/deep.txt'), 'more\n')
+  t.is(sh(`stat -c %s '${m.m('a/b/deep.txt')}'`).stdout.trim(), '7', 'a write to an entry of a listed directory')
+
+  // store
+  t.is(fs.readFileSync(m.u('a/new.txt'), 'utf8'), 'new\n')
+  t.is(fs.readFileSync(m.u('a/b/deep.txt'), 'utf8'), 'd\nmore\n')
+  t.true(fs.existsSync(m.u('a/b/moved')))
+  // host
+  hostUnchanged(t, m)
+})
