@@ -38,14 +38,19 @@ function run<T> (op: string, path: string | null, cb: Cb, fn: () => T | Promise<
 export type CallerSource = () => Caller
 
 /**
- * Releases of direct handles, which patched fuse-native answers in C and hands over in
- * batches: each is closed like any release; a failure is logged (toErrno), never thrown.
+ * Opens and releases that patched fuse-native answered in C, handed over in order as
+ * [kind, fh, dev, ino] per event (kind 1: a host file opened, 0: a direct handle released):
+ * each is applied like the JS operation; a failure is logged (toErrno), never thrown.
  */
-export function releaseBatch (ov: Overlay): (fhs: Uint32Array) => void {
-  return (fhs) => {
-    for (const fh of fhs) {
-      if (opChannel.hasSubscribers) opChannel.publish({ op: 'release', path: null })
-      try { ov.release(fh) } catch (err) { toErrno(err, 'release') }
+export function nativeEvents (ov: Overlay): (events: Float64Array) => void {
+  return (ev) => {
+    for (let i = 0; i + 3 < ev.length; i += 4) {
+      const opened = ev[i] === 1
+      if (opChannel.hasSubscribers) opChannel.publish({ op: opened ? 'open' : 'release', path: null })
+      try {
+        if (opened) ov.adoptHostOpen(ev[i + 1], ev[i + 2], ev[i + 3])
+        else ov.release(ev[i + 1])
+      } catch (err) { toErrno(err, opened ? 'open' : 'release') }
     }
   }
 }

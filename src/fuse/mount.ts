@@ -22,7 +22,7 @@ import fs from 'node:fs'
 import { createRequire } from 'node:module'
 import { SiblingError } from '../errors.js'
 import type { Caller, Overlay } from '../overlay/overlay.js'
-import { createHandlers, releaseBatch } from './handlers.js'
+import { createHandlers, nativeEvents } from './handlers.js'
 
 export interface CacheOptions {
   /** Seconds the kernel may keep attributes and names (and a "no such name") of entries. */
@@ -44,7 +44,9 @@ interface FuseInstance {
   unmount (cb: (err: Error | null) => void): void
   skipSecurityCapability (on: boolean): void
   invalidateInode (ino: number, onlyShared: boolean): number
-  setReleaseHandler (handler: (fhs: Uint32Array) => void): void
+  setEventHandler (handler: (events: Float64Array) => void): void
+  takeEvents (): Float64Array
+  setHostOpen (on: boolean, openFlags: number, maxSize: number): void
   trackedNodes (): number
   setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number): boolean
   dropHostDirs (path: string): void
@@ -147,9 +149,15 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
     listedHostDir: (p, fd, base, selfIno, parentIno) => { fuse.setHostDir(p, fd, base, selfIno, parentIno) },
     dirChanged: (p) => { fuse.dropHostDirs(p) }
   }
-  // Closing a plain descriptor (a direct handle) is answered in C at once; JS closes it
-  // a moment later, in batches (handlers.ts, releaseBatch).
-  fuse.setReleaseHandler(releaseBatch(ov))
+  // Closing a plain descriptor (a direct handle) is answered in C at once, and so is a
+  // read-only open of a small host file in a directory listed from the host; JS learns of
+  // both a moment later, in order, in batches (handlers.ts, nativeEvents), or at once when
+  // it must see every open handle (HandleTable.sync).
+  const apply = nativeEvents(ov)
+  fuse.setEventHandler(apply)
+  ov.handles.sync = () => { apply(fuse.takeEvents()) }
+  const ho = ov.hostOpen
+  fuse.setHostOpen(ho.maxSize > 0, ho.flags, ho.maxSize)
 
   let unmounted = false
   let markGone: () => void = () => {}

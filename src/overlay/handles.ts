@@ -43,6 +43,13 @@ export interface Handle {
 }
 
 export class HandleTable {
+  /**
+   * Brings the table up to date with handles opened and released outside JS (patched
+   * fuse-native answers some opens and releases in C and tells us in order, in batches).
+   * Called before anything that must see every open handle: a miss on a direct fh, and
+   * the lookups of readers by host original (retarget, pending writers).
+   */
+  sync: () => void = () => {}
   private readonly table: Array<Handle | undefined> = [undefined]
   private readonly free: number[] = []
   private readonly byHost = new Map<string, Set<Handle>>()
@@ -66,7 +73,11 @@ export class HandleTable {
   }
 
   get (fh: number): Handle | undefined {
-    return (fh & DIRECT_FH) !== 0 ? this.directs.get(fh) : this.table[fh]
+    if ((fh & DIRECT_FH) === 0) return this.table[fh]
+    const h = this.directs.get(fh)
+    if (h !== undefined) return h
+    this.sync()
+    return this.directs.get(fh)
   }
 
   /** Removes a handle and closes its descriptor; returns it (the caller releases chunks). */
@@ -94,6 +105,7 @@ export class HandleTable {
   /** Points every read handle on host original `hostKey` at the sibling: `reopen` gives it
    *  a new descriptor or chunk engine (after the old descriptor is closed here). */
   retarget (hostKey: string, reopen: (h: Handle) => void): void {
+    this.sync()
     const set = this.byHost.get(hostKey)
     if (set === undefined) return
     for (const h of set) {
@@ -116,11 +128,13 @@ export class HandleTable {
 
   /** The pending (unwritten) write handles on host original `hostKey`. */
   pendingOn (hostKey: string): Handle[] {
+    this.sync()
     return [...(this.byHost.get(hostKey) ?? [])].filter(h => h.layer === 'pending')
   }
 
   /** Whether a handle opened for writing waits, unwritten, on host original `hostKey`. */
   hasPending (hostKey: string): boolean {
+    this.sync()
     const set = this.byHost.get(hostKey)
     if (set === undefined) return false
     for (const h of set) if (h.layer === 'pending') return true

@@ -25,7 +25,7 @@ import { log, logOnce } from '../log.js'
 import { ChunkCache, type ChunkFile } from '../store/chunks.js'
 import { ChunkRegistry } from './chunkreg.js'
 import { CopyUp } from './copyup.js'
-import { HandleTable, type Handle } from './handles.js'
+import { DIRECT_FH, HandleTable, type Handle } from './handles.js'
 import { InodeTable, type UpperInfo } from './inodes.js'
 import { Resolver, at, isWhiteout, lstatOrNull, splitPath, type DirNode } from './resolve.js'
 
@@ -551,6 +551,24 @@ export class Overlay {
   release (fh: number): void {
     const h = this.handles.release(fh)
     if (h?.chunks != null) this.chunks.release(h.chunks.id)
+  }
+
+  /**
+   * How the FUSE layer may open host files itself (read-only, in a directory it lists from
+   * the host, see KernelCache.listedHostDir) and hand them over with `adoptHostOpen`: the
+   * open flags used here for host files, and the size below which such a handle can be
+   * direct (a copy-up would copy the file whole, so retarget can move its reader); 0 = never.
+   */
+  get hostOpen (): { flags: number, maxSize: number } {
+    return { flags: this.hostReadFlags & ~(C.O_RDONLY | C.O_NOFOLLOW), maxSize: this.copyup.compress ? 0 : SPARSE_MIN_BYTES }
+  }
+
+  /** A read-only direct handle on host file (dev, ino) opened by the FUSE layer (hostOpen),
+   *  registered as if `open` had made it. */
+  adoptHostOpen (fh: number, dev: number, ino: number): void {
+    const fd = fh & ~DIRECT_FH
+    const got = this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: this.inodes.map(dev, ino), layer: 'host', hostKey: `${dev}:${ino}`, direct: true })
+    if (got !== fh) fail('EIO', `adopted handle ${fh} became ${got}`)
   }
 
   fsync (fh: number, datasync: boolean): void {

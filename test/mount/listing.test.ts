@@ -92,3 +92,37 @@ mtest('after listing, every change through the mount shows at once in listings a
   // host
   hostUnchanged(t, m)
 })
+
+mtest('a file opened for reading in a listed directory (opened in C) still follows a later copy-up, and closes cleanly', async (t) => {
+  const m = await useMount(t, { host: { d: { 'f.txt': 'old content\n', 'g.txt': 'other\n' } } })
+  warm(m)
+  // O_DIRECT: every read reaches the daemon, so it shows which file the descriptor points at.
+  const py = [
+    'import os, mmap',
+    `p = ${JSON.stringify(m.m('d/f.txt'))}`,
+    'os.listdir(os.path.dirname(p)); os.listdir(os.path.dirname(p))',
+    'r = os.open(p, os.O_RDONLY | os.O_DIRECT)',
+    'buf = mmap.mmap(-1, 4096)',
+    'n = os.preadv(r, [buf], 0); print(bytes(buf[:n]).decode(), end="")',
+    'w = os.open(p, os.O_WRONLY)',
+    'os.pwrite(w, b"NEW", 0); os.close(w)',
+    'n = os.preadv(r, [buf], 0); print(bytes(buf[:n]).decode(), end="")',
+    'print(os.fstat(r).st_size)',
+    'os.close(r)'
+  ].join('\n')
+  const r = sh(`python3 -c '${py}'`)
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout, 'old content\nNEW content\n12\n')
+  // Many opens and closes served in C leave no descriptor behind in the daemon.
+  const fds = (): number => fs.readdirSync(`/proc/${m.child.pid ?? 0}/fd`).length
+  const before = fds()
+  sh(`for i in $(seq 200); do cat '${m.m('d/g.txt')}' > /dev/null; done`)
+  let after = fds()
+  for (let i = 0; i < 40 && after > before; i++) { await new Promise(resolve => setTimeout(resolve, 50)); after = fds() }
+  t.true(after <= before, `daemon descriptors: ${before} before, ${after} after 200 open/close`)
+  // store
+  t.is(fs.readFileSync(m.u('d/f.txt'), 'utf8'), 'NEW content\n')
+  t.false(fs.existsSync(m.u('d/g.txt')))
+  // host
+  hostUnchanged(t, m)
+})
