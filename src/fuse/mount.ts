@@ -47,6 +47,7 @@ interface FuseInstance {
   setEventHandler (handler: (events: Float64Array) => void): void
   takeEvents (): Float64Array
   setHostOpen (on: boolean, openFlags: number, maxSize: number): void
+  forwardFd (fd: number, on: boolean): boolean
   trackedNodes (): number
   setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number): boolean
   dropHostDirs (path: string): void
@@ -156,6 +157,7 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   const apply = nativeEvents(ov)
   fuse.setEventHandler(apply)
   ov.handles.sync = () => { apply(fuse.takeEvents()) }
+  ov.handles.forward = (fd, on) => fuse.forwardFd(fd, on)
   const ho = ov.hostOpen
   fuse.setHostOpen(ho.maxSize > 0, ho.flags, ho.maxSize)
 

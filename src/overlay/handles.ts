@@ -18,9 +18,10 @@ import { dup2 } from '../sys/native.js'
 /**
  * The bit of a direct handle's fh (patched fuse-native's Fuse.DIRECT_FH): the fh is then the
  * descriptor itself, and fuse-native serves read and write on it in C with pread/pwrite on the
- * libfuse thread, never calling JS. Only handles whose descriptor can stand for the file for
- * its whole open life are direct: plain store files, and host files that a copy-up would copy
- * whole (retarget then moves the descriptor number onto the sibling with dup2).
+ * libfuse thread, never calling JS. Direct handles are plain store files and read-only host
+ * originals. When a host original is copied up, retarget moves the descriptor number onto
+ * the sibling with dup2; a chunked sibling cannot be read with pread, so then the handle is
+ * marked forwarded (fuse-native's forwardFd) and its reads come to JS again.
  */
 export const DIRECT_FH = 0x40000000
 
@@ -50,6 +51,9 @@ export class HandleTable {
    * the lookups of readers by host original (retarget, pending writers).
    */
   sync: () => void = () => {}
+  /** Sends the reads of direct handle `fd` to JS (true), or lets C serve them; false if
+   *  the descriptor cannot be marked. Set by the FUSE layer (fuse-native's forwardFd). */
+  forward: (fd: number, on: boolean) => boolean = () => false
   private readonly table: Array<Handle | undefined> = [undefined]
   private readonly free: number[] = []
   private readonly byHost = new Map<string, Set<Handle>>()
@@ -90,6 +94,7 @@ export class HandleTable {
       this.free.push(fh)
     }
     this.unregister(h)
+    if (h.direct === true && h.chunks !== null) this.forward(h.fd, false) // before the number can be reused
     if (h.fd >= 0) fs.closeSync(h.fd)
     return h
   }
@@ -116,7 +121,10 @@ export class HandleTable {
         // The kernel holds the descriptor number as the fh: keep the number, change the file.
         if (h.fd >= 0) { dup2(h.fd, old); fs.closeSync(h.fd) }
         h.fd = old
-        if (h.chunks !== null) continue // cannot follow a chunked sibling: keeps the original
+        // A chunked sibling: its reads go to JS (the chunk engine) from now on; the host
+        // descriptor just stays open until release. If it cannot be marked, the reader
+        // keeps the original, as before.
+        if (h.chunks !== null && !this.forward(old, true)) continue
       } else if (old >= 0) {
         fs.closeSync(old)
       }

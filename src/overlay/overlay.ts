@@ -19,7 +19,7 @@
  */
 import fs from 'node:fs'
 import { fail, isCode } from '../errors.js'
-import { SPARSE_MIN_BYTES, XATTR, XATTR_ESCAPE, XATTR_PREFIX, storePaths, type Origin, type StoreOptions } from '../store/format.js'
+import { XATTR, XATTR_ESCAPE, XATTR_PREFIX, storePaths, type Origin, type StoreOptions } from '../store/format.js'
 import { lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod as mknodAt, readdirTyped, renameat2, RENAME_EXCHANGE, utimensat } from '../sys/native.js'
 import { log, logOnce } from '../log.js'
 import { ChunkCache, type ChunkFile } from '../store/chunks.js'
@@ -433,23 +433,20 @@ export class Overlay {
 
   /**
    * Opens `f` for reading. `direct` handles (reads served in C, see handles.ts) are used for
-   * plain store files, and for host originals a copy-up would copy whole (plain store, below
-   * SPARSE_MIN_BYTES), whose descriptor can then be moved onto the sibling.
+   * plain store files and host originals; a pending writer (`allowDirect` false) is not
+   * direct, its first write must reach JS.
    */
   private openRead (f: Found, allowDirect = true): number {
     const attr = this.attrOf(f)
-    const wholeCopy = allowDirect && !this.copyup.compress
     if (f.layer === 'host') {
       const fd = fs.openSync(f.path, this.hostReadFlags)
-      const direct = wholeCopy && f.st.size < BigInt(SPARSE_MIN_BYTES)
-      return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${f.st.dev}:${f.st.ino}`, direct })
+      return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${f.st.dev}:${f.st.ino}`, direct: allowDirect })
     }
     const info = this.inodes.info(f.path, f.st)
     const o = info.origin
     if (o !== null && o.data === 'host' && f.st.isFile()) {
       const fd = this.copyup.openHost(o.path)
-      const direct = wholeCopy && fs.fstatSync(fd).size < SPARSE_MIN_BYTES
-      return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${o.dev}:${o.ino}`, direct })
+      return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${o.dev}:${o.ino}`, direct: allowDirect })
     }
     if (info.chunks !== null) {
       return this.handles.add({ fd: -1, chunks: this.acquireChunks(info, f.path), flags: C.O_RDONLY, ino: attr.ino, layer: 'upper', hostKey: null })
@@ -556,11 +553,10 @@ export class Overlay {
   /**
    * How the FUSE layer may open host files itself (read-only, in a directory it lists from
    * the host, see KernelCache.listedHostDir) and hand them over with `adoptHostOpen`: the
-   * open flags used here for host files, and the size below which such a handle can be
-   * direct (a copy-up would copy the file whole, so retarget can move its reader); 0 = never.
+   * open flags used here for host files (any size may be direct, see handles.ts).
    */
   get hostOpen (): { flags: number, maxSize: number } {
-    return { flags: this.hostReadFlags & ~(C.O_RDONLY | C.O_NOFOLLOW), maxSize: this.copyup.compress ? 0 : SPARSE_MIN_BYTES }
+    return { flags: this.hostReadFlags & ~(C.O_RDONLY | C.O_NOFOLLOW), maxSize: Number.MAX_SAFE_INTEGER }
   }
 
   /** A read-only direct handle on host file (dev, ino) opened by the FUSE layer (hostOpen),

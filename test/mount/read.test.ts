@@ -201,3 +201,32 @@ mtest('a reader of a host file (served in C by pread) sees the data a later writ
   t.is(fs.readFileSync(m.h('f.txt'), 'utf8'), 'old content\n')
   t.is(hashTree(m.host), m.hostHash)
 })
+
+for (const [label, size, args] of [['a 2 MiB host file (chunked sibling)', 2 * 1048576, []], ['a small host file in a --compress lz4 store', 12, ['--compress', 'lz4']]] as const) {
+  mtest(`a reader of ${label}, served in C, follows the copy-up into a chunked sibling (its reads go to JS from then on)`, async (t) => {
+    const content = Buffer.alloc(size, 'o')
+    content.write('old content\n', 0)
+    const m = await useMount(t, { host: { d: { 'f.bin': content } }, args: [...args] })
+    const py = [
+      'import os, mmap',
+      `p = ${JSON.stringify(m.m('d/f.bin'))}`,
+      'os.listdir(os.path.dirname(p))',
+      'r = os.open(p, os.O_RDONLY | os.O_DIRECT)',
+      'buf = mmap.mmap(-1, 4096)',
+      'n = os.preadv(r, [buf], 0); print(bytes(buf[:12]).decode(), end="")',
+      'w = os.open(p, os.O_WRONLY)',
+      'os.pwrite(w, b"NEW", 0); os.close(w)',
+      'n = os.preadv(r, [buf], 0); print(bytes(buf[:12]).decode(), end="")',
+      'os.close(r)'
+    ].join('\n')
+    const r = sh(`python3 -c '${py}'`)
+    t.is(r.status, 0, r.stderr)
+    t.is(r.stdout, 'old content\nNEW content\n')
+    // store: a chunked sibling (its data is not the plain file)
+    t.true(storeInfo(m.u('d/f.bin')).origin !== null)
+    t.is(fs.readFileSync(m.m('d/f.bin')).subarray(0, 12).toString(), 'NEW content\n')
+    // host
+    t.is(fs.readFileSync(m.h('d/f.bin')).subarray(0, 12).toString(), 'old content\n')
+    t.is(hashTree(m.host), m.hostHash)
+  })
+}
