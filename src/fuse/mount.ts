@@ -49,8 +49,8 @@ interface FuseInstance {
   setHostOpen (on: boolean, openFlags: number, maxSize: number): void
   forwardFd (fd: number, on: boolean): boolean
   trackedNodes (): number
-  setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number): boolean
-  dropHostDirs (path: string): void
+  setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number, kind: number): boolean
+  dropHostDirs (path: string, subtree: boolean): void
   callerContext?: Uint32Array
 }
 type FuseCtor = new (mnt: string, ops: object, opts: object) => FuseInstance
@@ -147,8 +147,8 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   // Directories that show only their host directory are listed in C (overlay.ts, KernelCache).
   ov.kernel = {
     invalidateInode: (ino, onlyShared) => { fuse.invalidateInode(ino, onlyShared) },
-    listedHostDir: (p, fd, base, selfIno, parentIno) => { fuse.setHostDir(p, fd, base, selfIno, parentIno) },
-    dirChanged: (p) => { fuse.dropHostDirs(p) }
+    listedHostDir: (p, fd, base, selfIno, parentIno, kind) => { fuse.setHostDir(p, fd, base, selfIno, parentIno, kind === 'store' ? 1 : 0) },
+    dirChanged: (p, subtree) => { fuse.dropHostDirs(p, subtree) }
   }
   // Closing a plain descriptor (a direct handle) is answered in C at once, and so is a
   // read-only open of a small host file in a directory listed from the host; JS learns of

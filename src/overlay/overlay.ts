@@ -87,14 +87,15 @@ export interface OverlayOptions {
 export interface KernelCache {
   invalidateInode (ino: number, onlyShared: boolean): void
   /**
-   * Directory `p` lists exactly host directory `fd` (it has no store copy): its readdir may
-   * be answered from the host directory from now on, with inode numbers base + ino and
-   * `selfIno`/`parentIno` for '.' and '..' (fuse-native's setHostDir), until
-   * `dirChanged(p)` or the same for an ancestor.
+   * Directory `p` lists exactly directory `fd`: a host directory (it has no store copy), or
+   * a store directory made in the sandbox whose entries all carry their own inode numbers
+   * (no origin records, no whiteouts). Its readdir (and lookups in it) may be answered from
+   * that directory from now on, with inode numbers base + ino and `selfIno`/`parentIno` for
+   * '.' and '..' (fuse-native's setHostDir), until `dirChanged` for it or an ancestor.
    */
-  listedHostDir (p: string, fd: number, base: number, selfIno: number, parentIno: number): void
-  /** What `p` and the directories below it list may change (Resolver.onChange). */
-  dirChanged (p: string): void
+  listedHostDir (p: string, fd: number, base: number, selfIno: number, parentIno: number, kind: 'host' | 'store'): void
+  /** What `p` (and with `subtree`, the directories below it) list may change. */
+  dirChanged (p: string, subtree: boolean): void
 }
 
 /** An entry found in one layer. `path` is its `*at` path. */
@@ -148,7 +149,7 @@ export class Overlay {
       chunks: { opts: chunkOpts, cache, mapPath }
     })
     this.chunks = new ChunkRegistry({ opts: chunkOpts, cache, mapPath, openHost: (rel) => this.copyup.openHost(rel) })
-    this.resolver.onChange = (p) => this.kernel.dirChanged(p)
+    this.resolver.onChange = (p) => this.kernel.dirChanged(p, true)
     this.initRoot()
     this.replayIntents()
   }
@@ -290,12 +291,24 @@ export class Overlay {
     if (parentIno < 0) parentIno = node.ino
     const out: DirListing = { names: ['.', '..'], inos: [node.ino, parentIno], modes: [C.S_IFDIR, C.S_IFDIR] }
     const seen = new Set<string>()
+    let plain = true // no upper entry carries an origin (its inode number is its own)
     this.eachUpper(node, seen, (f) => {
+      const ino = this.attrOf(f).ino
+      if (ino !== this.inodes.map(Number(f.st.dev), Number(f.st.ino))) plain = false
       out.names.push(f.name)
-      out.inos.push(this.attrOf(f).ino)
+      out.inos.push(ino)
       out.modes.push(Number(f.st.mode))
       return true
     })
+    // Made in the sandbox (no host part), no entry from the host, no whiteout (they only
+    // stand in front of host entries), itself without an origin: the store directory is
+    // the listing, and the next ones can come from it directly.
+    if (!node.hasHost && node.hasUpper && plain && seen.size === out.names.length - 2 && p !== '/') {
+      const st = fs.lstatSync(node.upperSelf, { bigint: true })
+      if (node.ino === this.inodes.map(Number(st.dev), Number(st.ino))) {
+        this.kernel.listedHostDir(p, node.upperFd, this.inodes.map(Number(st.dev), 0), node.ino, parentIno, 'store')
+      }
+    }
     if (node.hasHost) {
       const [names, inos, types] = readdirTyped(at(node.hostFd, ''))
       if (node.hostDev < 0) node.hostDev = Number(fs.lstatSync(at(node.hostFd, '.'), { bigint: true }).dev)
@@ -318,7 +331,7 @@ export class Overlay {
         out.modes.push(mode)
       }
       // Only the host's entries, all typed: the next listings can come from the host directly.
-      if (!node.hasUpper && typed) this.kernel.listedHostDir(p, node.hostFd, this.inodes.map(dev, 0), node.ino, parentIno)
+      if (!node.hasUpper && typed) this.kernel.listedHostDir(p, node.hostFd, this.inodes.map(dev, 0), node.ino, parentIno, 'host')
     }
     return out
   }
@@ -726,6 +739,7 @@ export class Overlay {
     const srcUp = f.dir.upperAt(f.name)
     const { whiteout } = this.prepareNew(ddir, dname)
     const up = ddir.upperAt(dname)
+    this.kernel.dirChanged(ddp, false) // the new entry may carry an origin
     if (!whiteout) { fs.linkSync(srcUp, up); return }
     const tmp = this.copyup.tmp()
     fs.linkSync(srcUp, tmp)
@@ -831,6 +845,7 @@ export class Overlay {
     // 1. The source gets an upper copy that keeps showing what it shows now.
     this.copyup.upperDir(sdir)
     this.copyup.upperDir(ddir)
+    this.kernel.dirChanged(ddp, false) // the entry arriving there may carry an origin
     if (isDir) {
       const node = this.resolver.dir(src)
       this.copyup.upperDir(node)

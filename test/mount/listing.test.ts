@@ -126,3 +126,35 @@ mtest('a file opened for reading in a listed directory (opened in C) still follo
   // host
   hostUnchanged(t, m)
 })
+
+mtest('a directory made in the sandbox is listed and stat\'ed from the store, and follows creates, deletes, renames and links into it', async (t) => {
+  const m = await useMount(t, { host: tree() })
+  fs.mkdirSync(m.m('made'))
+  fs.mkdirSync(m.m('made/sub'))
+  fs.writeFileSync(m.m('made/f.txt'), 'f\n')
+  warm(m)
+  t.deepEqual(ls(m, 'made'), ['.', '..', 'f.txt', 'sub'])
+  const st = lst(m.m('made/f.txt'))
+  t.is(st.ino, lst(m.m('made/f.txt')).ino)
+  t.is(st.size, 2n)
+  fs.writeFileSync(m.m('made/g.txt'), 'gg\n')
+  fs.rmSync(m.m('made/f.txt'))
+  t.deepEqual(ls(m, 'made'), ['.', '..', 'g.txt', 'sub'], 'create and unlink show at once')
+  t.is(sh(`stat -c %s '${m.m('made/g.txt')}'`).stdout.trim(), '3')
+  warm(m)
+  // A host file renamed in keeps its host inode number (an origin record): listing and stat agree.
+  fs.renameSync(m.m('a/one.txt'), m.m('made/one.txt'))
+  fs.linkSync(m.m('a/two.txt'), m.m('made/two-link'))
+  // d_ino as getdents reports it (python's scandir), not what a stat says
+  const listed = sh(`python3 -c 'import os,sys\nfor e in os.scandir(sys.argv[1]): print(e.inode(), e.name)' '${m.m('made')}'`).stdout.split('\n').filter(l => l !== '').map(l => l.trim().split(/\s+/))
+  const inoOf = (n: string): string => listed.find(x => x[1] === n)?.[0] ?? 'missing'
+  t.is(inoOf('one.txt'), String(lst(m.h('a/one.txt')).ino), 'the renamed host file shows its host inode number in the listing')
+  t.is(inoOf('one.txt'), String(lst(m.m('made/one.txt')).ino), 'and in stat')
+  t.is(inoOf('two-link'), String(lst(m.m('a/two.txt')).ino), 'a hard link shows its file\'s inode number')
+  t.is(sh(`stat -c %s '${m.m('made/one.txt')}'`).stdout.trim(), '2', 'a metadata-only sibling shows its host size')
+  // store
+  t.true(fs.existsSync(m.u('made/one.txt')))
+  t.false(fs.existsSync(m.u('made/f.txt')))
+  // host
+  hostUnchanged(t, m)
+})
