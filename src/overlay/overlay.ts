@@ -721,6 +721,23 @@ export class Overlay {
     const [dp, name] = splitPath(p)
     this.makeEntry(this.resolver.dir(dp), name, caller, true, (q) => fs.mkdirSync(q, mode & 0o7777))
     this.resolver.invalidate(p)
+    this.listedStoreDir(p)
+  }
+
+  /**
+   * A directory just made in the sandbox is empty, in the store only and has no origin:
+   * lookups and listings in it can be answered from the store directory at once
+   * (KernelCache.listedHostDir), without waiting for a first listing by JS. Best effort.
+   */
+  private listedStoreDir (p: string): void {
+    const [dp] = splitPath(p)
+    const parent = this.resolver.dir(dp)
+    if (parent.ino < 0) parent.ino = this.getattr(dp).ino
+    const node = this.resolver.dir(p)
+    if (node.hasHost || !node.hasUpper) return
+    const st = fs.lstatSync(node.upperSelf, { bigint: true })
+    node.ino = this.inodes.map(Number(st.dev), Number(st.ino))
+    this.kernel.listedHostDir(p, node.upperFd, this.inodes.map(Number(st.dev), 0), node.ino, parent.ino, 'store')
   }
 
   symlink (target: string, p: string, caller: Caller): void {
