@@ -135,7 +135,14 @@ function snapshotBuild (work: string, stamp: string): { cli: string, hash: strin
   const addon = path.join(REPO, 'native', 'build', 'Release')
   if (fs.existsSync(addon)) fs.cpSync(addon, path.join(root, 'native', 'build', 'Release'), { recursive: true })
   fs.copyFileSync(path.join(REPO, 'package.json'), path.join(root, 'package.json'))
-  fs.symlinkSync(path.join(REPO, 'node_modules'), path.join(root, 'node_modules'))
+  // node_modules: links to the repo's packages, except fuse-native (patched and built here,
+  // with C fast paths of ours): copied, so a rebuild during the run cannot change it.
+  fs.mkdirSync(path.join(root, 'node_modules'))
+  for (const e of fs.readdirSync(path.join(REPO, 'node_modules'))) {
+    const src = path.join(REPO, 'node_modules', e)
+    if (e === 'fuse-native') fs.cpSync(src, path.join(root, 'node_modules', e), { recursive: true })
+    else fs.symlinkSync(src, path.join(root, 'node_modules', e))
+  }
   const h = crypto.createHash('sha256')
   const rec = (d: string): void => {
     for (const e of fs.readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
@@ -145,6 +152,7 @@ function snapshotBuild (work: string, stamp: string): { cli: string, hash: strin
     }
   }
   rec(path.join(root, 'dist'))
+  rec(path.join(root, 'node_modules', 'fuse-native', 'build', 'Release'))
   // Older snapshots are not needed.
   for (const e of fs.readdirSync(path.dirname(root))) if (e !== stamp) fs.rmSync(path.join(path.dirname(root), e), { recursive: true, force: true })
   return { cli: path.join(root, 'dist', 'src', 'cli', 'main.js'), hash: h.digest('hex').slice(0, 12), root }

@@ -16,6 +16,10 @@
  * it, libfuse renames such a file to `.fuse_hidden*`; the overlay turns that rename into a
  * move to STORE/work/, so the name never shows in the merged view or in upper/ (overlay.ts,
  * "hidden files").
+ * After mounting it wires the overlay to the patch's C fast paths (each documented in
+ * fuse-native.c): kernel-node invalidation for hard links, directories answered from the
+ * host or the store (KernelCache), and opens and releases answered in C and handed to JS
+ * in order (nativeEvents, HandleTable.sync, HandleTable.forward).
  * Does not: know what the operations mean (handlers.ts, overlay/).
  */
 import fs from 'node:fs'

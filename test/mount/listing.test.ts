@@ -158,3 +158,24 @@ mtest('a directory made in the sandbox is listed and stat\'ed from the store, an
   // host
   hostUnchanged(t, m)
 })
+
+mtest('subdirectories reached by lookup below a listed directory are answered in C too, and follow changes', async (t) => {
+  const m = await useMount(t, { host: tree() })
+  sh(`ls '${m.m('a')}' > /dev/null; ls '${m.m('a')}' > /dev/null`) // 'a' is listed from the host from now on
+  t.is(sh(`stat -c %s '${m.m('a/b/c/x.txt')}'`).stdout.trim(), '2', 'lookups of a/b, a/b/c, a/b/c/x.txt')
+  t.deepEqual(ls(m, 'a/b/c'), ['.', '..', 'x.txt'])
+  const dots = sh(`python3 -c 'import os,sys\nfor e in os.scandir(sys.argv[1]): print(e.inode(), e.name)' '${m.m('a/b/c')}'`)
+  t.is(dots.status, 0, dots.stderr)
+  sameAsHost(t, m, 'a/b/c')
+  sameAsHost(t, m, 'a/b/c/x.txt')
+  fs.writeFileSync(m.m('a/b/c/new.txt'), 'n\n')
+  t.deepEqual(ls(m, 'a/b/c'), ['.', '..', 'new.txt', 'x.txt'], 'a create below: the whole subtree is dropped')
+  fs.renameSync(m.m('a/b'), m.m('a/b2'))
+  t.deepEqual(ls(m, 'a'), ['.', '..', 'b2', 'one.txt', 'two.txt'])
+  t.deepEqual(ls(m, 'a/b2/c'), ['.', '..', 'new.txt', 'x.txt'])
+  t.is(sh(`ls '${m.m('a/b')}'`).status, 2)
+  // store
+  t.is(fs.readFileSync(m.u('a/b2/c/new.txt'), 'utf8'), 'n\n')
+  // host
+  hostUnchanged(t, m)
+})
