@@ -572,11 +572,13 @@ export class Overlay {
     return { flags: this.hostReadFlags & ~(C.O_RDONLY | C.O_NOFOLLOW), maxSize: Number.MAX_SAFE_INTEGER }
   }
 
-  /** A read-only direct handle on host file (dev, ino) opened by the FUSE layer (hostOpen),
-   *  registered as if `open` had made it. */
-  adoptHostOpen (fh: number, dev: number, ino: number): void {
+  /** A read-only direct handle opened by the FUSE layer (hostOpen) on a host file, or on a
+   *  store file that holds its own bytes (no origin), (dev, ino); registered as if `open`
+   *  had made it. */
+  adoptOpen (fh: number, dev: number, ino: number, layer: 'host' | 'upper'): void {
     const fd = fh & ~DIRECT_FH
-    const got = this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: this.inodes.map(dev, ino), layer: 'host', hostKey: `${dev}:${ino}`, direct: true })
+    const hostKey = layer === 'host' ? `${dev}:${ino}` : null
+    const got = this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: this.inodes.map(dev, ino), layer, hostKey, direct: true })
     if (got !== fh) fail('EIO', `adopted handle ${fh} became ${got}`)
   }
 

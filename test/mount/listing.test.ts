@@ -179,3 +179,29 @@ mtest('subdirectories reached by lookup below a listed directory are answered in
   // host
   hostUnchanged(t, m)
 })
+
+mtest('a file written in a directory made in the sandbox is read back through a C open, and writes through other handles show', async (t) => {
+  const m = await useMount(t, { host: tree() })
+  fs.mkdirSync(m.m('made'))
+  fs.writeFileSync(m.m('made/f.txt'), 'first\n')
+  const py = [
+    'import os, mmap',
+    `p = ${JSON.stringify(m.m('made/f.txt'))}`,
+    'r = os.open(p, os.O_RDONLY | os.O_DIRECT)',
+    'buf = mmap.mmap(-1, 4096)',
+    'n = os.preadv(r, [buf], 0); print(bytes(buf[:n]).decode(), end="")',
+    'w = os.open(p, os.O_WRONLY)',
+    'os.pwrite(w, b"FIRST", 0); os.close(w)',
+    'n = os.preadv(r, [buf], 0); print(bytes(buf[:n]).decode(), end="")',
+    'print(os.fstat(r).st_size)',
+    'os.close(r)'
+  ].join('\n')
+  const r = sh(`python3 -c '${py}'`)
+  t.is(r.status, 0, r.stderr)
+  t.is(r.stdout, 'first\nFIRST\n6\n')
+  t.is(sh(`cat '${m.m('made/f.txt')}'`).stdout, 'FIRST\n')
+  // store
+  t.is(fs.readFileSync(m.u('made/f.txt'), 'utf8'), 'FIRST\n')
+  // host
+  hostUnchanged(t, m)
+})
