@@ -139,3 +139,29 @@ export function writtenKind (size: number): 'store' | 'chunks' {
 export function allocated (p: string): number {
   return fs.lstatSync(p).blocks * 512
 }
+
+/**
+ * A reader held open across a write, by a separate process (python3): opens `p` O_DIRECT
+ * for reading (no page cache: every read reaches the daemon, so it shows which file the
+ * descriptor points at), prints the first `show` bytes it reads (all by default), writes
+ * `write` at offset 0 through a second descriptor, reads and prints again through the
+ * first; with `fstat`, then prints the reader's st_size; with `listFirst`, lists the
+ * directory before opening (so that it is served from the layer directly).
+ */
+export function readerAcrossWrite (p: string, o: { write?: string, show?: number, fstat?: boolean, listFirst?: boolean } = {}): { status: number | null, stdout: string, stderr: string } {
+  const cut = o.show !== undefined ? String(o.show) : 'n'
+  const py = [
+    'import os, mmap',
+    `p = ${JSON.stringify(p)}`,
+    o.listFirst === true ? 'os.listdir(os.path.dirname(p)); os.listdir(os.path.dirname(p))' : '',
+    'r = os.open(p, os.O_RDONLY | os.O_DIRECT)',
+    'buf = mmap.mmap(-1, 4096)',
+    `n = os.preadv(r, [buf], 0); print(bytes(buf[:${cut}]).decode(), end="")`,
+    'w = os.open(p, os.O_WRONLY)',
+    `os.pwrite(w, ${JSON.stringify(o.write ?? 'NEW')}.encode(), 0); os.close(w)`,
+    `n = os.preadv(r, [buf], 0); print(bytes(buf[:${cut}]).decode(), end="")`,
+    o.fstat === true ? 'print(os.fstat(r).st_size)' : '',
+    'os.close(r)'
+  ].filter(l => l !== '').join('\n')
+  return sh(`python3 -c '${py}'`)
+}

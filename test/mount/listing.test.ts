@@ -8,7 +8,7 @@
 import fs from 'node:fs'
 import type { ExecutionContext } from 'ava'
 import { sh, useMount, type Mount, type TreeNode } from '../helpers/sandbox.js'
-import { hostUnchanged, lst, mtest, sorted } from '../helpers/mountkit.js'
+import { hostUnchanged, lst, mtest, readerAcrossWrite, sorted } from '../helpers/mountkit.js'
 
 function tree (): { [name: string]: TreeNode } {
   return {
@@ -96,21 +96,7 @@ mtest('after listing, every change through the mount shows at once in listings a
 mtest('a file opened for reading in a listed directory (opened in C) still follows a later copy-up, and closes cleanly', async (t) => {
   const m = await useMount(t, { host: { d: { 'f.txt': 'old content\n', 'g.txt': 'other\n' } } })
   warm(m)
-  // O_DIRECT: every read reaches the daemon, so it shows which file the descriptor points at.
-  const py = [
-    'import os, mmap',
-    `p = ${JSON.stringify(m.m('d/f.txt'))}`,
-    'os.listdir(os.path.dirname(p)); os.listdir(os.path.dirname(p))',
-    'r = os.open(p, os.O_RDONLY | os.O_DIRECT)',
-    'buf = mmap.mmap(-1, 4096)',
-    'n = os.preadv(r, [buf], 0); print(bytes(buf[:n]).decode(), end="")',
-    'w = os.open(p, os.O_WRONLY)',
-    'os.pwrite(w, b"NEW", 0); os.close(w)',
-    'n = os.preadv(r, [buf], 0); print(bytes(buf[:n]).decode(), end="")',
-    'print(os.fstat(r).st_size)',
-    'os.close(r)'
-  ].join('\n')
-  const r = sh(`python3 -c '${py}'`)
+  const r = readerAcrossWrite(m.m('d/f.txt'), { fstat: true, listFirst: true })
   t.is(r.status, 0, r.stderr)
   t.is(r.stdout, 'old content\nNEW content\n12\n')
   // Many opens and closes served in C leave no descriptor behind in the daemon.
@@ -184,19 +170,7 @@ mtest('a file written in a directory made in the sandbox is read back through a 
   const m = await useMount(t, { host: tree() })
   fs.mkdirSync(m.m('made'))
   fs.writeFileSync(m.m('made/f.txt'), 'first\n')
-  const py = [
-    'import os, mmap',
-    `p = ${JSON.stringify(m.m('made/f.txt'))}`,
-    'r = os.open(p, os.O_RDONLY | os.O_DIRECT)',
-    'buf = mmap.mmap(-1, 4096)',
-    'n = os.preadv(r, [buf], 0); print(bytes(buf[:n]).decode(), end="")',
-    'w = os.open(p, os.O_WRONLY)',
-    'os.pwrite(w, b"FIRST", 0); os.close(w)',
-    'n = os.preadv(r, [buf], 0); print(bytes(buf[:n]).decode(), end="")',
-    'print(os.fstat(r).st_size)',
-    'os.close(r)'
-  ].join('\n')
-  const r = sh(`python3 -c '${py}'`)
+  const r = readerAcrossWrite(m.m('made/f.txt'), { write: 'FIRST', fstat: true })
   t.is(r.status, 0, r.stderr)
   t.is(r.stdout, 'first\nFIRST\n6\n')
   t.is(sh(`cat '${m.m('made/f.txt')}'`).stdout, 'FIRST\n')

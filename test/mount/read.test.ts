@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs'
 import { errOf, hashTree, sh, storeInfo, useMount } from '../helpers/sandbox.js'
-import { asNobody, fixture, hostUnchanged, lst, mtest, pattern, q, sorted, walk } from '../helpers/mountkit.js'
+import { asNobody, fixture, hostUnchanged, lst, mtest, pattern, q, readerAcrossWrite, sorted, walk } from '../helpers/mountkit.js'
 
 mtest('stat of host entries through the mount matches the host', async (t) => {
   const m = await useMount(t, { host: fixture() })
@@ -181,20 +181,7 @@ mtest('mount options: nosuid,nodev, type fuse.siblingfs', async (t) => {
 
 mtest('a reader of a host file (served in C by pread) sees the data a later write copied up (descriptor moved onto the sibling)', async (t) => {
   const m = await useMount(t, { host: { 'f.txt': 'old content\n' } })
-  // O_DIRECT: every read reaches the daemon (no page cache), so it shows which file the
-  // reader's descriptor points at.
-  const py = [
-    'import os, mmap',
-    `p = ${JSON.stringify(m.m('f.txt'))}`,
-    'r = os.open(p, os.O_RDONLY | os.O_DIRECT)',
-    'buf = mmap.mmap(-1, 4096)',
-    'n = os.preadv(r, [buf], 0); print(bytes(buf[:n]).decode(), end="")',
-    'w = os.open(p, os.O_WRONLY)',
-    'os.pwrite(w, b"NEW", 0); os.close(w)',
-    'n = os.preadv(r, [buf], 0); print(bytes(buf[:n]).decode(), end="")',
-    'os.close(r)'
-  ].join('\n')
-  const r = sh(`python3 -c '${py}'`)
+  const r = readerAcrossWrite(m.m('f.txt'))
   t.is(r.status, 0, r.stderr)
   t.is(r.stdout, 'old content\nNEW content\n')
   t.like(storeInfo(m.u('f.txt')).origin, { data: 'store' })
@@ -207,19 +194,7 @@ for (const [label, size, args] of [['a 2 MiB host file (chunked sibling)', 2 * 1
     const content = Buffer.alloc(size, 'o')
     content.write('old content\n', 0)
     const m = await useMount(t, { host: { d: { 'f.bin': content } }, args: [...args] })
-    const py = [
-      'import os, mmap',
-      `p = ${JSON.stringify(m.m('d/f.bin'))}`,
-      'os.listdir(os.path.dirname(p))',
-      'r = os.open(p, os.O_RDONLY | os.O_DIRECT)',
-      'buf = mmap.mmap(-1, 4096)',
-      'n = os.preadv(r, [buf], 0); print(bytes(buf[:12]).decode(), end="")',
-      'w = os.open(p, os.O_WRONLY)',
-      'os.pwrite(w, b"NEW", 0); os.close(w)',
-      'n = os.preadv(r, [buf], 0); print(bytes(buf[:12]).decode(), end="")',
-      'os.close(r)'
-    ].join('\n')
-    const r = sh(`python3 -c '${py}'`)
+    const r = readerAcrossWrite(m.m('d/f.bin'), { show: 12, listFirst: true })
     t.is(r.status, 0, r.stderr)
     t.is(r.stdout, 'old content\nNEW content\n')
     // store: a chunked sibling (its data is not the plain file)
