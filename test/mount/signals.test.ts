@@ -87,20 +87,26 @@ async function remountWorks (t: ExecutionContext, d: Dirs, hostHash: string): Pr
   t.is(hashTree(d.host), hostHash, 'the host tree must not change')
 }
 
-/** Spawns `siblingfs mount` and SIGTERMs it at `when` (ms after spawn, or when the mount appears). */
-async function termDuringStartup (t: ExecutionContext, when: number): Promise<void> {
+/** Spawns `siblingfs mount` over fresh dirs (killed by PID at teardown); `out()` is what it printed so far. */
+function spawnMount (t: ExecutionContext): { d: ReturnType<typeof freshDirs>, hostHash: string, child: ReturnType<typeof spawn>, out: () => string } {
   const d = freshDirs(t, TREE)
   const hostHash = hashTree(d.host)
   const child = spawn(process.execPath, [CLI, 'mount', d.host, d.mnt, '--store', d.store], { stdio: ['ignore', 'pipe', 'pipe'] })
   t.teardown(() => { killPid(child.pid) })
   let out = ''
-  child.stdout.on('data', (b: Buffer) => { out += b.toString() })
-  child.stderr.on('data', (b: Buffer) => { out += b.toString() })
+  child.stdout?.on('data', (b: Buffer) => { out += b.toString() })
+  child.stderr?.on('data', (b: Buffer) => { out += b.toString() })
+  return { d, hostHash, child, out: () => out }
+}
+
+/** Spawns `siblingfs mount` and SIGTERMs it at `when` (ms after spawn, or when the mount appears). */
+async function termDuringStartup (t: ExecutionContext, when: number): Promise<void> {
+  const { d, hostHash, child, out } = spawnMount(t)
   await sleep(when)
-  const readyBefore = out.includes('siblingfs: mounted')
+  const readyBefore = out().includes('siblingfs: mounted')
   child.kill('SIGTERM')
   const r = await waitExit(child, 15000)
-  t.log(`SIGTERM at ${when} ms: exit ${JSON.stringify(r)}; ready line before the signal: ${readyBefore}; output: ${JSON.stringify(out)}`)
+  t.log(`SIGTERM at ${when} ms: exit ${JSON.stringify(r)}; ready line before the signal: ${readyBefore}; output: ${JSON.stringify(out())}`)
   if (r === null) {
     killPid(child.pid)
     await waitExit(child, 5000)
@@ -132,17 +138,11 @@ for (const ms of [300, 400, 600]) {
 stestFailing('SIGTERM the moment the mount appears, before the ready line: exits and leaves no dead mount behind (up to 6 tries)', async (t) => {
   let leftAt = 0
   for (let attempt = 1; attempt <= 6 && leftAt === 0; attempt++) {
-    const d = freshDirs(t, TREE)
-    const hostHash = hashTree(d.host)
-    const child = spawn(process.execPath, [CLI, 'mount', d.host, d.mnt, '--store', d.store], { stdio: ['ignore', 'pipe', 'pipe'] })
-    t.teardown(() => { killPid(child.pid) })
-    let out = ''
-    child.stdout.on('data', (b: Buffer) => { out += b.toString() })
-    child.stderr.on('data', (b: Buffer) => { out += b.toString() })
+    const { d, hostHash, child, out } = spawnMount(t)
     const t0 = Date.now()
     while (!isMounted(d.mnt) && Date.now() - t0 < 15000 && child.exitCode === null) await sleep(1)
     t.true(isMounted(d.mnt), 'the mount appeared')
-    const readyBefore = out.includes('siblingfs: mounted')
+    const readyBefore = out().includes('siblingfs: mounted')
     child.kill('SIGTERM')
     const r = await waitExit(child, 15000)
     if (r === null) { killPid(child.pid); await waitExit(child, 5000) }

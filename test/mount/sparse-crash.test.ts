@@ -46,16 +46,7 @@ const [mnt, host, logPath, dumpDir, seedArg, filesArg] = process.argv.slice(2)
 const files = JSON.parse(filesArg)
 const seed = Number(seedArg)
 const CS = ${CS}
-function mulberry32 (s) {
-  let a = s >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
+const mulberry32 = ${mulberry32.toString()}
 const rnd = mulberry32(seed)
 const int = (n) => Math.floor(rnd() * n)
 const logFd = fs.openSync(logPath, 'a')
