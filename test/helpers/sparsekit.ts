@@ -88,18 +88,21 @@ export function pwrite (p: string, at: number, data: Buffer | string, sync = fal
   } finally { fs.closeSync(fd) }
 }
 
+/** Up to `len` bytes at `pos` of open descriptor `fd` (short only at end of file). */
+export function readFull (fd: number, len: number, pos: number): Buffer {
+  const b = Buffer.alloc(len)
+  let done = 0
+  while (done < len) {
+    const n = fs.readSync(fd, b, done, len - done, pos + done)
+    if (n === 0) break
+    done += n
+  }
+  return b.subarray(0, done)
+}
+
 export function pread (p: string, at: number, len: number): Buffer {
   const fd = fs.openSync(p, 'r')
-  try {
-    const b = Buffer.alloc(len)
-    let done = 0
-    while (done < len) {
-      const n = fs.readSync(fd, b, done, len - done, at + done)
-      if (n === 0) break
-      done += n
-    }
-    return b.subarray(0, done)
-  } finally { fs.closeSync(fd) }
+  try { return readFull(fd, len, at) } finally { fs.closeSync(fd) }
 }
 
 /** The errno name of a positioned read (or 'OK' with the bytes). */

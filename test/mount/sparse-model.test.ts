@@ -17,7 +17,7 @@ import fs from 'node:fs'
 import { hashTree, startMount, storeInfo, useMount, type Mount } from '../helpers/sandbox.js'
 import { mtest } from '../helpers/mountkit.js'
 import { mulberry32 } from '../helpers/progkit.js'
-import { KiB, MiB, blockPattern, chunksId, describeDiff, randomPool, readMap, textTree } from '../helpers/sparsekit.js'
+import { KiB, MiB, blockPattern, chunksId, describeDiff, randomPool, readFull, readMap, textTree } from '../helpers/sparsekit.js'
 
 const SEED = process.env.SIBLINGFS_MODEL_SEED !== undefined ? Number(process.env.SIBLINGFS_MODEL_SEED) : Math.floor(Math.random() * 2 ** 31)
 const OPS = process.env.SIBLINGFS_MODEL_OPS !== undefined ? Number(process.env.SIBLINGFS_MODEL_OPS) : 2400
@@ -62,16 +62,6 @@ class Model {
  *  daemon moves such readers onto the sibling at copy-up). */
 interface FileState { rel: string, model: Model, fd: number | null, ro: number | null, host: boolean }
 
-function readFull (fd: number, len: number, pos: number): Buffer {
-  const b = Buffer.alloc(len)
-  let done = 0
-  while (done < len) {
-    const n = fs.readSync(fd, b, done, len - done, pos + done)
-    if (n === 0) break
-    done += n
-  }
-  return b.subarray(0, done)
-}
 
 function writeFull (fd: number, b: Buffer, pos: number | null): void {
   let done = 0
