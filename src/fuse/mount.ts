@@ -52,7 +52,6 @@ interface FuseInstance {
   takeEvents (): Float64Array
   setHostOpen (on: boolean, openFlags: number, maxSize: number): void
   forwardFd (fd: number, on: boolean): boolean
-  trackedNodes (): number
   setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number, kind: number): boolean
   dropHostDirs (path: string, subtree: boolean): void
   callerContext?: Uint32Array
