@@ -51,6 +51,7 @@ interface FuseInstance {
   setEventHandler (handler: (events: Float64Array) => void): void
   takeEvents (): Float64Array
   setHostOpen (on: boolean, openFlags: number, maxSize: number): void
+  setDirCache (on: boolean): void
   forwardFd (fd: number, on: boolean): boolean
   setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number, kind: number): boolean
   dropHostDirs (path: string, subtree: boolean): void
@@ -163,6 +164,10 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   ov.handles.forward = (fd, on) => fuse.forwardFd(fd, on)
   const ho = ov.hostOpen
   fuse.setHostOpen(ho.maxSize > 0, ho.flags, ho.maxSize)
+  // The kernel may keep the listings of directories listed in C, dropping one at every
+  // change through the mount in it and at a new mtime (host changes: seen once the
+  // directory's attributes or entry time out). With a zero timeout (strict), never.
+  fuse.setDirCache(o.attrTimeout > 0 && o.entryTimeout > 0)
 
   let unmounted = false
   let markGone: () => void = () => {}

@@ -5,9 +5,11 @@
  * in every way that gives it a store copy, and check that listings and attributes follow
  * at once: in the view (read by separate processes), in the store, and on the host.
  */
+import { execFile } from 'node:child_process'
 import fs from 'node:fs'
+import { promisify } from 'node:util'
 import type { ExecutionContext } from 'ava'
-import { sh, useMount, type Mount, type TreeNode } from '../helpers/sandbox.js'
+import { hashTree, sh, storeInfo, useMount, type Mount, type TreeNode } from '../helpers/sandbox.js'
 import { hostUnchanged, lst, mtest, readerAcrossWrite, sorted } from '../helpers/mountkit.js'
 
 function tree (): { [name: string]: TreeNode } {
@@ -208,4 +210,76 @@ mtest('--compress lz4: a chunked file in a directory served from the store reads
   t.is(sh(`cat '${m2.m('made/big.json')}' | wc -c`).stdout.trim(), String(data.length), 'the other file still reads')
   // host
   hostUnchanged(t, m2)
+})
+
+// With --debug the daemon logs every request to its stderr, a pipe this process must keep
+// draining: the listings below run asynchronously (a synchronous child would block the
+// event loop, the daemon on a full pipe, and the child on the daemon).
+const execFileP = promisify(execFile)
+
+async function lsA (m: Mount, rel: string): Promise<string[]> {
+  const r = await execFileP('ls', ['-a1', m.m(rel)])
+  return sorted(r.stdout.split('\n').filter(l => l !== ''))
+}
+
+async function warmA (m: Mount): Promise<void> {
+  for (let i = 0; i < 2; i++) await execFileP('find', [m.mnt, '-printf', '%i %n %s\n'], { maxBuffer: 1 << 24 })
+}
+
+/** Requests of one opcode the daemon has logged so far (libfuse --debug), once its log is quiet. */
+async function requests (m: Mount, opcode: string): Promise<number> {
+  let last = -1
+  while (m.stderr().length !== last) {
+    last = m.stderr().length
+    await new Promise(resolve => setTimeout(resolve, 150))
+  }
+  return m.stderr().split('\n').filter(l => l.includes(`opcode: ${opcode} `)).length
+}
+
+mtest('the kernel keeps the listing of a directory listed in C: listing it again asks the daemon nothing, and every change through the mount drops it', async (t) => {
+  const m = await useMount(t, { host: tree(), args: ['--debug'] })
+  await warmA(m)
+  await lsA(m, 'a') // opened while registered: this listing fills the kernel's cache
+  const before = await requests(m, 'READDIR')
+  t.true(before > 0, 'the log shows READDIR requests')
+  for (let i = 0; i < 3; i++) t.deepEqual(await lsA(m, 'a'), ['.', '..', 'b', 'one.txt', 'two.txt'])
+  t.is(await requests(m, 'READDIR'), before, 'three more listings: no READDIR')
+
+  const changes: Array<[string, () => void, string[]]> = [
+    ['create', () => fs.writeFileSync(m.m('a/new.txt'), 'n\n'), ['.', '..', 'b', 'new.txt', 'one.txt', 'two.txt']],
+    ['unlink', () => fs.rmSync(m.m('a/one.txt')), ['.', '..', 'b', 'new.txt', 'two.txt']],
+    ['rename within', () => fs.renameSync(m.m('a/two.txt'), m.m('a/2.txt')), ['.', '..', '2.txt', 'b', 'new.txt']],
+    ['rename in', () => fs.renameSync(m.m('other/o.txt'), m.m('a/o.txt')), ['.', '..', '2.txt', 'b', 'new.txt', 'o.txt']],
+    ['link in', () => fs.linkSync(m.m('a/b/deep.txt'), m.m('a/deep-link')), ['.', '..', '2.txt', 'b', 'deep-link', 'new.txt', 'o.txt']],
+    ['symlink', () => fs.symlinkSync('2.txt', m.m('a/sym')), ['.', '..', '2.txt', 'b', 'deep-link', 'new.txt', 'o.txt', 'sym']],
+    ['mkdir', () => fs.mkdirSync(m.m('a/d')), ['.', '..', '2.txt', 'b', 'd', 'deep-link', 'new.txt', 'o.txt', 'sym']],
+    ['rmdir', () => fs.rmdirSync(m.m('a/d')), ['.', '..', '2.txt', 'b', 'deep-link', 'new.txt', 'o.txt', 'sym']],
+    ['rm -r of a subdirectory', () => fs.rmSync(m.m('a/b'), { recursive: true }), ['.', '..', '2.txt', 'deep-link', 'new.txt', 'o.txt', 'sym']]
+  ]
+  for (const [what, change, expected] of changes) {
+    await lsA(m, 'a')
+    await lsA(m, 'a')
+    change()
+    t.deepEqual(await lsA(m, 'a'), expected, what)
+  }
+  t.deepEqual(await lsA(m, 'other'), ['.', '..'], 'the directory renamed out of shows it gone')
+  // store: the changes; host: untouched
+  const stored = fs.readdirSync(m.u('a'))
+  t.deepEqual(sorted(stored.filter(n => !storeInfo(m.u(`a/${n}`)).whiteout)), ['2.txt', 'deep-link', 'new.txt', 'o.txt', 'sym'])
+  t.deepEqual(sorted(stored.filter(n => storeInfo(m.u(`a/${n}`)).whiteout)), ['b', 'one.txt', 'two.txt'], 'whiteouts')
+  hostUnchanged(t, m)
+})
+
+mtest('strict settings (timeouts 0): the kernel keeps no listing', async (t) => {
+  const m = await useMount(t, { host: tree(), args: ['--debug', '--attr-timeout', '0', '--entry-timeout', '0', '--negative-timeout', '0'] })
+  await warmA(m)
+  await lsA(m, 'a')
+  const before = await requests(m, 'READDIR')
+  await lsA(m, 'a')
+  t.true(await requests(m, 'READDIR') > before, 'every listing asks the daemon')
+  fs.writeFileSync(m.h('a/host-new.txt'), 'h\n') // a host change, seen at once
+  const after = hashTree(m.host)
+  t.deepEqual(await lsA(m, 'a'), ['.', '..', 'b', 'host-new.txt', 'one.txt', 'two.txt'])
+  t.false(fs.existsSync(m.u('a')), 'the store took nothing')
+  t.is(hashTree(m.host), after)
 })
