@@ -40,8 +40,9 @@ function usage (msg?: string): never {
        [--variants ${ALL_VARIANTS.join(',')}] [--out DIR] [--work DIR] [--keep] [--regen]
   --quick     small data sets, 1 mount per variant (1 cold + 3 warm runs): a few minutes
   --only      run only these workloads
-  --variants  run only these variants (default: all but siblingfs-1s, which is opt-in:
-              siblingfs with 1 s attr/entry/negative timeouts instead of the default 60 s)
+  --variants  run only these variants (default: all but the opt-in siblingfs-1s, siblingfs
+              with 1 s attr/entry/negative timeouts instead of the default 60 s, and
+              siblingfs-nospin, siblingfs with --spin-wait 0)
   --out       where results go (default bench/results)
   --work      where data sets and mounts live (default .bench-work in the repo)
   --keep      keep each run's upper/store directory (default: deleted after each run)

@@ -18,12 +18,13 @@ import {
   alive, isMountPoint, must, registerDaemon, registerMount, run, sleep, unregisterDaemon, unregisterMount
 } from './exec.js'
 
-export type VariantName = 'native' | 'overlayfs' | 'fuse-overlayfs' | 'unionfs-fuse' | 'siblingfs' | 'siblingfs-lz4' | 'siblingfs-1s'
+export type VariantName = 'native' | 'overlayfs' | 'fuse-overlayfs' | 'unionfs-fuse' | 'siblingfs' | 'siblingfs-lz4' | 'siblingfs-1s' | 'siblingfs-nospin'
 /** The variants run by default. */
 export const DEFAULT_VARIANTS: readonly VariantName[] = ['native', 'overlayfs', 'fuse-overlayfs', 'unionfs-fuse', 'siblingfs', 'siblingfs-lz4']
 /** `siblingfs-1s` (opt-in): siblingfs with 1 s kernel caches (host changes seen within a
- *  second), to see what that costs against the default 60 s. */
-export const ALL_VARIANTS: readonly VariantName[] = [...DEFAULT_VARIANTS, 'siblingfs-1s']
+ *  second), to see what that costs against the default 60 s. `siblingfs-nospin` (opt-in):
+ *  siblingfs with `--spin-wait 0`, to see what waiting awake for answers gives. */
+export const ALL_VARIANTS: readonly VariantName[] = [...DEFAULT_VARIANTS, 'siblingfs-1s', 'siblingfs-nospin']
 
 export interface Mounted {
   variant: VariantName
@@ -241,6 +242,14 @@ export const VARIANTS: Record<VariantName, Variant> = {
     mount: (env, host, runDir) => fuseVariant('siblingfs-1s', env, runDir, host, (mnt, store) => ({
       cmd: process.execPath,
       args: [env.cli, 'mount', host, mnt, '--store', store, '--attr-timeout', '1', '--entry-timeout', '1', '--negative-timeout', '1'],
+      ready: (log) => log.includes('siblingfs: mounted'), stopBySignal: true
+    }), false)
+  },
+  'siblingfs-nospin': {
+    name: 'siblingfs-nospin',
+    probe: async (env) => fs.existsSync(env.cli) ? null : `${env.cli} is missing (npm run build)`,
+    mount: (env, host, runDir) => fuseVariant('siblingfs-nospin', env, runDir, host, (mnt, store) => ({
+      cmd: process.execPath, args: [env.cli, 'mount', host, mnt, '--store', store, '--spin-wait', '0'],
       ready: (log) => log.includes('siblingfs: mounted'), stopBySignal: true
     }), false)
   },

@@ -12,11 +12,19 @@ import type { RequestedOptions } from '../store/format.js'
  */
 export const DEFAULT_TIMEOUT = 60
 
+/**
+ * Default microseconds a FUSE thread waits awake for the daemon's answer (and the daemon,
+ * twice as long, for the next request) before sleeping: a wake-up costs more than most
+ * answers (see fuse-native.c, sfs_await_answer).
+ */
+export const DEFAULT_SPIN_WAIT = 100
+
 export interface CacheArgs {
   'attr-timeout': number
   'entry-timeout': number
   'negative-timeout': number
   'data-cache': 'auto' | 'keep' | 'none'
+  'spin-wait': number
 }
 
 export function withCacheOptions<T> (y: Argv<T>): Argv<T & CacheArgs> {
@@ -25,17 +33,20 @@ export function withCacheOptions<T> (y: Argv<T>): Argv<T & CacheArgs> {
     .option('entry-timeout', { type: 'number', default: DEFAULT_TIMEOUT, describe: 'seconds the kernel may cache names' })
     .option('negative-timeout', { type: 'number', default: DEFAULT_TIMEOUT, describe: 'seconds the kernel may cache "no such file"' })
     .option('data-cache', { choices: ['auto', 'keep', 'none'] as const, default: 'auto' as const, describe: 'file data in the page cache: auto (until mtime/size change), keep, none' })
+    .option('spin-wait', { type: 'number', default: DEFAULT_SPIN_WAIT, describe: 'microseconds a FUSE thread waits awake for the daemon\'s answer, and the daemon twice that for the next request, before sleeping (0: sleep at once; less CPU, slower requests)' })
     .check((a) => {
       for (const k of ['attr-timeout', 'entry-timeout', 'negative-timeout'] as const) {
         const v = (a as unknown as CacheArgs)[k]
         if (!Number.isFinite(v) || v < 0) throw new Error(`--${k} must be a number of seconds >= 0`)
       }
+      const sw = (a as unknown as CacheArgs)['spin-wait']
+      if (!Number.isInteger(sw) || sw < 0 || sw > 10000) throw new Error('--spin-wait must be a whole number of microseconds from 0 to 10000')
       return true
     }) as unknown as Argv<T & CacheArgs>
 }
 
 export function cacheOptions (a: CacheArgs): CacheOptions {
-  return { attrTimeout: a['attr-timeout'], entryTimeout: a['entry-timeout'], negativeTimeout: a['negative-timeout'], dataCache: a['data-cache'] }
+  return { attrTimeout: a['attr-timeout'], entryTimeout: a['entry-timeout'], negativeTimeout: a['negative-timeout'], dataCache: a['data-cache'], spinWait: a['spin-wait'] }
 }
 
 export interface StoreArgs {

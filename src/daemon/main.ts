@@ -16,6 +16,7 @@ import { cleanWork, lockStore, openOrCreateStore, readManifest, storePaths, type
 import { lgetxattr, lremovexattr, lsetxattr } from '../sys/native.js'
 import { log } from '../log.js'
 import { scanDrift } from '../tools/status.js'
+import { warmUp } from './warmup.js'
 import type { DaemonConfig } from './config.js'
 
 export interface Daemon {
@@ -69,6 +70,8 @@ export async function startDaemon (cfg: DaemonConfig): Promise<Daemon> {
     for (const d of scan.drift) {
       log(`host drift: ${d.path} depends on ${d.origin}, which changed since the sibling was made (${d.kind === 'chunked' ? 'its unwritten chunks read as errors' : 'it shows the new host bytes'}); see \`siblingfs status\``)
     }
+    await warmUp(sp.work, manifest.options)
+    overlay.getattr('/') // resolves the root (descriptors, store records) before the first request
     mounted = await mountOverlay(overlay, cfg.mountpoint, { ...cfg.cache, allowOther: cfg.allowOther, debug: cfg.debug })
   } catch (err) {
     overlay?.close()

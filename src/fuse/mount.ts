@@ -36,6 +36,9 @@ export interface CacheOptions {
   /** 'auto': file data cached until the file's mtime or size changes (checked at open);
    *  'keep': cached until evicted; 'none': never cached across opens. */
   dataCache: 'auto' | 'keep' | 'none'
+  /** Microseconds a FUSE thread waits awake for JS's answer (JS waits twice that for the
+   *  next request) before sleeping; 0: never. */
+  spinWait: number
 }
 
 export interface FuseMountOptions extends CacheOptions {
@@ -52,6 +55,8 @@ interface FuseInstance {
   takeEvents (): Float64Array
   setHostOpen (on: boolean, openFlags: number, maxSize: number): void
   setDirCache (on: boolean): void
+  setSpinWait (us: number): void
+  setMainSpin (us: number): void
   forwardFd (fd: number, on: boolean): boolean
   setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number, kind: number): boolean
   dropHostDirs (path: string, subtree: boolean): void
@@ -168,6 +173,10 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   // change through the mount in it and at a new mtime (host changes: seen once the
   // directory's attributes or entry time out). With a zero timeout (strict), never.
   fuse.setDirCache(o.attrTimeout > 0 && o.entryTimeout > 0)
+  // Waking a sleeping thread costs more than most answers (~100 us a wake on a virtual
+  // machine): the two sides of a request JS answers wait for each other awake, briefly.
+  fuse.setSpinWait(o.spinWait)
+  fuse.setMainSpin(2 * o.spinWait)
 
   let unmounted = false
   let markGone: () => void = () => {}

@@ -11,6 +11,12 @@
  * when it changed, the file is opened without the host (its unwritten chunks then fail with
  * EIO, logged with the file's name) and `drifted` lists it. Old and new host bytes are
  * never mixed.
+ * Empty maps: a chunk map is created without an fsync (copyup.ts, chunks.ts 'at-fsync');
+ * a power loss before its file's first fsync may leave it empty (0 bytes). Such a file is
+ * taken in the state it was made in, which is the state before any change that was never
+ * made durable: its host original as recorded in its origin (or, with no origin, an empty
+ * file). The map is rewritten so at the first open (and the data file emptied: nothing
+ * refers to its bytes), and that is logged. A missing or damaged map still fails with EIO.
  * Does not: decide which files are chunked (copyup.ts, overlay.ts).
  */
 import fs from 'node:fs'
@@ -78,7 +84,7 @@ export class ChunkRegistry {
    * sizes filled by reading only map headers. `git status` on a compressed store stats
    * every file; opening each map whole (table, three descriptors) made it 5x slower.
    */
-  size (id: string): number {
+  size (id: string, origin: Origin | null): number {
     const e = this.open.get(id)
     if (e !== undefined) return e.file.size
     const idle = this.idle.peek(id)
@@ -89,7 +95,8 @@ export class ChunkRegistry {
         size = ChunkFile.peekSize(this.o.mapPath(id))
       } catch (err) {
         if (isCode(err, 'ENOENT')) throw new SiblingError('EIO', `its chunk map maps/${id} is missing`, { cause: err })
-        throw err
+        if (!ChunkFile.isEmptyMap(this.o.mapPath(id))) throw err
+        size = initialState(origin).size // rewritten at its first open
       }
       this.sizes.set(id, size)
     }
@@ -116,9 +123,13 @@ export class ChunkRegistry {
     try {
       file = ChunkFile.open(dataPath, this.o.mapPath(id), this.o.opts, this.o.cache, hostFd)
     } catch (err) {
-      if (hostFd >= 0) fs.closeSync(hostFd)
-      if (isCode(err, 'ENOENT')) throw new SiblingError('EIO', `its chunk map maps/${id} is missing`, { cause: err })
-      throw err
+      if (!isCode(err, 'ENOENT') && ChunkFile.isEmptyMap(this.o.mapPath(id))) {
+        file = this.rewriteEmpty(id, dataPath, origin, label, hostFd)
+      } else {
+        if (hostFd >= 0) fs.closeSync(hostFd)
+        if (isCode(err, 'ENOENT')) throw new SiblingError('EIO', `its chunk map maps/${id} is missing`, { cause: err })
+        throw err
+      }
     }
     if (file.hostLimit > 0 && hostFd >= 0 && !sameHost(file.host, origin, fs.fstatSync(hostFd, { bigint: true }))) {
       log(`host original of ${label} (/${originPath ?? ''}) changed since the sibling was made: its unwritten chunks now read as errors (EIO); see \`siblingfs status\``)
@@ -130,11 +141,36 @@ export class ChunkRegistry {
     return file
   }
 
+  /** An empty map (see "Empty maps" above): the file as it was made. Owns hostFd. */
+  private rewriteEmpty (id: string, dataPath: string, origin: Origin | null, label: string, hostFd: number): ChunkFile {
+    const init = initialState(origin)
+    try {
+      if (init.hostLimit > 0 && hostFd < 0) {
+        throw new SiblingError('EIO', `its chunk map maps/${id} is empty and its host original /${origin?.path ?? ''} is gone: it cannot be read`)
+      }
+      fs.truncateSync(dataPath, 0)
+      const file = ChunkFile.create(dataPath, this.o.mapPath(id), init, this.o.opts, this.o.cache, init.hostLimit > 0 ? hostFd : -1, 'at-fsync')
+      if (init.hostLimit === 0 && hostFd >= 0) fs.closeSync(hostFd)
+      log(`${label}: its chunk map maps/${id} was empty (the machine stopped before the file was ever fsynced): it reads as it was made, ${init.host !== null ? `its host original /${origin?.path ?? ''}` : 'empty'}`)
+      return file
+    } catch (err) {
+      if (hostFd >= 0) fs.closeSync(hostFd)
+      throw err
+    }
+  }
+
   closeAll (): void {
     for (const e of this.open.values()) e.file.close()
     this.open.clear()
     this.idle.clear()
   }
+}
+
+/** What a chunked file's map said when it was made: its host original as its origin
+ *  records it (chunked copy-up), or, without one, an empty file (made in the sandbox). */
+export function initialState (origin: Origin | null): { size: number, hostLimit: number, host: HostIdentity | null } {
+  if (origin === null || origin.data !== 'chunks') return { size: 0, hostLimit: 0, host: null }
+  return { size: origin.size, hostLimit: origin.size, host: { dev: origin.dev, ino: origin.ino, size: origin.size, mtimeNs: origin.mtimeNs } }
 }
 
 /**

@@ -272,7 +272,10 @@ export class CopyUp {
    * Makes `name` of `dir` a chunked sibling of its host original: no bytes are copied; the
    * map says every chunk still reads from the host (or, for truncateTo0, that the file is
    * empty). Crash-safe like the other copy-ups: the map is complete before anything refers
-   * to it; a map nothing refers to (a crash in between) is removed by `siblingfs fsck --repair`.
+   * to it; a map nothing refers to (a crash in between) is removed at the next mount and by
+   * `siblingfs fsck --repair`. The map is not synced (the sibling is not either): after a
+   * power loss before the file's first fsync it may be empty, which reads as the host
+   * original, the state before the change (ChunkRegistry, "empty maps").
    */
   private chunked (dir: DirNode, name: string, ust: fs.BigIntStats | null, origin: Origin | null, truncateTo0: boolean): void {
     const up = dir.upperAt(name)
@@ -287,7 +290,8 @@ export class CopyUp {
       const fd = srcFd
       srcFd = -1
       try {
-        ChunkFile.create(dataPath, c.mapPath(id), { size, hostLimit: size, host }, c.opts, c.cache, fd).close()
+        // Not synced: a map lost to a power loss reads as the host original (STORE-FORMAT.md).
+        ChunkFile.create(dataPath, c.mapPath(id), { size, hostLimit: size, host }, c.opts, c.cache, fd, 'at-fsync').close()
       } catch (err) {
         fs.closeSync(fd)
         throw err

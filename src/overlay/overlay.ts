@@ -243,7 +243,7 @@ export class Overlay {
   private chunkedSize (info: UpperInfo, dataPath: string): bigint {
     const id = info.chunks as string
     try {
-      return BigInt(this.chunks.size(id))
+      return BigInt(this.chunks.size(id, info.origin))
     } catch (err) {
       logOnce('map:' + id, `${this.viewPath(dataPath)}: ${err instanceof Error ? err.message : String(err)} (siblingfs fsck says more)`)
       return 0n

@@ -285,15 +285,21 @@ export class ChunkFile {
       const st = fs.fstatSync(dataFd)
       if (!st.isFile()) throw einval(`${dataPath} is not a regular file`)
       if (st.size !== 0) throw einval(`${dataPath} is not empty; a chunked sibling starts from an empty data file`)
-      const tmp = mapPath + '.tmp'
+      // 'at-fsync': the map is written in place and not synced (two fsyncs would cost more
+      // than the whole create); the file's first fsync makes it durable (see fsync). A
+      // killed daemon loses nothing either way (the page cache survives it); a power loss
+      // before that fsync may leave the map empty (0 bytes), which readers take as the
+      // file's state when it was made (STORE-FORMAT.md, "Empty maps"). Nothing refers to
+      // the map before the caller commits the sibling, so no temp name is needed.
+      // 'now': temp file, fsync, rename, fsync of maps/.
+      const tmp = durability === 'now' ? mapPath + '.tmp' : mapPath
       mapFd = fs.openSync(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o644)
       pwriteFull(mapFd, header, 0, MAP_HEADER_SIZE, 0)
-      // 'at-fsync' (a new, empty file): no fsync now, two of them would cost more than the
-      // whole create; the map is made durable by the file's first fsync (see fsync). A
-      // killed daemon loses nothing either way (the page cache survives it).
-      if (durability === 'now') fs.fsyncSync(mapFd)
-      fs.renameSync(tmp, mapPath)
-      if (durability === 'now') fsyncDir(path.dirname(mapPath))
+      if (durability === 'now') {
+        fs.fsyncSync(mapFd)
+        fs.renameSync(tmp, mapPath)
+        fsyncDir(path.dirname(mapPath))
+      }
       const table = Buffer.alloc(Math.ceil(init.size / opts.chunkSize) * MAP_ENTRY_SIZE)
       const file = new ChunkFile(dataPath, mapPath, dataFd, mapFd, hostFd, header, table, opts, cache)
       file.mapNameDurable = durability === 'now'
@@ -303,6 +309,13 @@ export class ChunkFile {
       if (mapFd >= 0) closeQuietly(mapFd)
       throw err
     }
+  }
+
+  /** Whether the map at `mapPath` exists and is empty: made 'at-fsync' and lost to a power
+   *  loss before its file's first fsync (see create). */
+  static isEmptyMap (mapPath: string): boolean {
+    const st = fs.lstatSync(mapPath, { throwIfNoEntry: false })
+    return st !== undefined && st.isFile() && st.size === 0
   }
 
   /**

@@ -109,6 +109,10 @@ export function fsckStore (store: string, repair: boolean): FsckReport {
         findings.push({ severity: 'error', path: mp, message: `its chunk map (maps/${id}) is missing: its bytes cannot be read` })
         continue
       }
+      if (ChunkFile.isEmptyMap(mapPath)) {
+        findings.push({ severity: 'warning', path: mp, message: `its chunk map maps/${id} is empty (the machine stopped before the file was first fsynced): it reads as it was made (${origin?.data === 'chunks' ? `its host original /${origin.path}` : 'empty'}); the daemon rewrites the map at its next open` })
+        continue
+      }
       let hostFd = -1
       if (origin !== null) {
         try { hostFd = fs.openSync(path.join(man.host, origin.path), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW) } catch { hostFd = -1 }

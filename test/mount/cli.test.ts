@@ -233,6 +233,8 @@ test.serial('a bad flag value (--attr-timeout -1) is bad usage: exit 64 like eve
   const b = snapshot(d)
   refused(t, run(d, ['mount', d.host, d.mnt, '--store', d.store, '--attr-timeout', '-1']), { status: 64, msg: /attr-timeout/ })
   refused(t, run(d, ['run', '--host', d.host, '--store', d.store, '--entry-timeout', 'NaN', '--', 'true']), { status: 64, msg: /entry-timeout/ })
+  refused(t, run(d, ['mount', d.host, d.mnt, '--store', d.store, '--spin-wait', '2.5']), { status: 64, msg: /spin-wait/ })
+  refused(t, run(d, ['mount', d.host, d.mnt, '--store', d.store, '--spin-wait', '-1']), { status: 64, msg: /spin-wait/ })
   unchanged(t, d, b)
 })
 
@@ -255,7 +257,7 @@ test.serial('--help, mount --help, run --help, diff --help exit 0 and describe t
   for (const w of ['mount', 'run', 'diff']) t.true(top.stdout.includes(w), `--help mentions ${w}`)
   const mh = run(d, ['mount', '--help'])
   t.is(mh.status, 0)
-  for (const w of ['--store', '--allow-other', '--debug', '--attr-timeout', '--entry-timeout', '--negative-timeout', '--data-cache', 'host', 'mountpoint']) t.true(mh.stdout.includes(w), `mount --help mentions ${w}`)
+  for (const w of ['--store', '--allow-other', '--debug', '--attr-timeout', '--entry-timeout', '--negative-timeout', '--data-cache', '--spin-wait', 'host', 'mountpoint']) t.true(mh.stdout.includes(w), `mount --help mentions ${w}`)
   const rh = run(d, ['run', '--help'])
   t.is(rh.status, 0)
   for (const w of ['--host', '--store', '--isolate', 'bwrap', 'chroot', 'none', '--attr-timeout']) t.true(rh.stdout.includes(w), `run --help mentions ${w}`)

@@ -298,3 +298,26 @@ mtest('a file unlinked while open keeps working for its holder and leaves nothin
   t.deepEqual(fuseHidden(m.store), [])
   hostUnchanged(t, m)
 })
+
+for (const spin of ['0', '10000']) {
+  mtest(`--spin-wait ${spin}: requests answered by the daemon work the same (copy-up, create, rename, concurrent readers)`, async (t) => {
+    const m = await useMount(t, { host: fixture(), args: ['--spin-wait', spin] })
+    fs.appendFileSync(m.m('a.txt'), 'more\n')
+    fs.writeFileSync(m.m('new.txt'), 'new\n')
+    fs.renameSync(m.m('new.txt'), m.m('renamed.txt'))
+    // several processes at once: more requests in flight than threads that may wait awake
+    const readers = Array.from({ length: 6 }, () => new Promise<string>((resolve) => {
+      const p = spawn('sh', ['-c', `for i in 1 2 3 4 5 6 7 8; do cat '${m.m('a.txt')}' '${m.m('renamed.txt')}'; done | sort | uniq -c`])
+      let out = ''
+      p.stdout.on('data', (d: Buffer) => { out += d.toString() })
+      p.on('close', () => resolve(out.trim().replace(/\s+/g, ' ')))
+    }))
+    for (const r of await Promise.all(readers)) t.is(r, '8 alpha 8 more 8 new')
+    // view, store, host
+    t.is(fs.readFileSync(m.m('a.txt'), 'utf8'), 'alpha\nmore\n')
+    t.is(fs.readFileSync(m.u('a.txt'), 'utf8'), 'alpha\nmore\n')
+    t.is(fs.readFileSync(m.u('renamed.txt'), 'utf8'), 'new\n')
+    t.false(fs.existsSync(m.m('new.txt')))
+    hostUnchanged(t, m)
+  })
+}
