@@ -55,6 +55,7 @@ interface FuseInstance {
   takeEvents (): Float64Array
   setHostOpen (on: boolean, openFlags: number, maxSize: number): void
   setDirCache (on: boolean): void
+  setStoreMeta (on: boolean, allowChown: boolean, xattrRule: boolean, allowTrusted: boolean): void
   setSpinWait (us: number): void
   setMainSpin (us: number): void
   forwardFd (fd: number, on: boolean): boolean
@@ -173,6 +174,10 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   // change through the mount in it and at a new mtime (host changes: seen once the
   // directory's attributes or entry time out). With a zero timeout (strict), never.
   fuse.setDirCache(o.attrTimeout > 0 && o.entryTimeout > 0)
+  // chmod, chown, utimens and fstat of files made in the sandbox, in directories made there,
+  // are the same calls on the store entry: answered in C; and so is the refusal of xattr
+  // names the overlay never stores (overlay.ts, setxattr).
+  fuse.setStoreMeta(true, ov.canChown, true, ov.canChown)
   // Waking a sleeping thread costs more than most answers (~100 us a wake on a virtual
   // machine): the two sides of a request JS answers wait for each other awake, briefly.
   fuse.setSpinWait(o.spinWait)

@@ -114,7 +114,8 @@ export class Overlay {
   readonly copyup: CopyUp
   readonly chunks: ChunkRegistry
   private readonly mapsFd: number
-  private readonly canChown: boolean
+  /** Whether the daemon may chown (runs as root): chown, and trusted.* xattrs, need it. */
+  readonly canChown: boolean
   private readonly hostReadFlags: number
   private readonly workFd: number
   private readonly upperRoot: string

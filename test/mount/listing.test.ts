@@ -7,9 +7,12 @@
  */
 import { execFile } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { promisify } from 'node:util'
 import type { ExecutionContext } from 'ava'
-import { hashTree, sh, storeInfo, useMount, type Mount, type TreeNode } from '../helpers/sandbox.js'
+import { errOf, hashTree, sh, storeInfo, useMount, type Mount, type TreeNode } from '../helpers/sandbox.js'
+import { lsetxattr } from '../../src/sys/native.js'
 import { hostUnchanged, lst, mtest, readerAcrossWrite, sorted } from '../helpers/mountkit.js'
 
 function tree (): { [name: string]: TreeNode } {
@@ -282,4 +285,57 @@ mtest('strict settings (timeouts 0): the kernel keeps no listing', async (t) => 
   t.deepEqual(await lsA(m, 'a'), ['.', '..', 'b', 'host-new.txt', 'one.txt', 'two.txt'])
   t.false(fs.existsSync(m.u('a')), 'the store took nothing')
   t.is(hashTree(m.host), after)
+})
+
+const OPTRACE = path.join(__dirname, '..', 'helpers', 'optrace.js')
+
+/** A mount whose daemon logs every operation that reaches JavaScript (helpers/optrace.ts). */
+async function tracedMount (t: ExecutionContext): Promise<{ m: Mount, jsOps: () => string[] }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'siblingfs-oplog-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const log = path.join(dir, 'ops')
+  const m = await useMount(t, { host: tree(), env: { NODE_OPTIONS: `--require ${OPTRACE}`, SIBLINGFS_OPLOG: log } })
+  let seen = 0
+  return {
+    m,
+    jsOps: () => {
+      const lines = fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(l => l !== '') : []
+      const fresh = lines.slice(seen)
+      seen = lines.length
+      return fresh
+    }
+  }
+}
+
+mtest('chmod, chown, utimens and fstat of a file made in the sandbox, in a directory made there, are answered in C with the results JS gives', async (t) => {
+  const { m, jsOps } = await tracedMount(t)
+  fs.mkdirSync(m.m('made'))
+  fs.mkdirSync(m.m('made/sub'))
+  fs.writeFileSync(m.m('made/f.txt'), 'hello\n')
+  t.true(jsOps().some(l => l.startsWith('mkdir /made')), 'the trace sees JS operations')
+  const r = sh(`cd '${m.mnt}/made' && chmod 640 f.txt && chown 1234:5678 f.txt && touch -m -d @981173106.789 f.txt && ` +
+    'touch -a -d @1009843200 f.txt && chmod 2750 sub && stat -c "%a %u %g %X %.9Y %s" f.txt && stat -c %a sub')
+  t.is(r.stdout, '640 1234 5678 1009843200 981173106.789000000 6\n2750\n', r.stderr)
+  // store: the same entry changed in place
+  const st = fs.statSync(m.u('made/f.txt'), { bigint: true })
+  t.is(Number(st.mode & 0o7777n), 0o640)
+  t.deepEqual([st.uid, st.gid, st.atimeMs / 1000n, st.mtimeNs], [1234n, 5678n, 1009843200n, 981173106789000000n])
+  t.is(errOf(() => lsetxattr(m.m('made/f.txt'), 'security.test', Buffer.from('x'), 0)), 'EOPNOTSUPP', 'a name the store never holds')
+  lsetxattr(m.m('made/f.txt'), 'user.kept', Buffer.from('v'), 0)
+  const fd = fs.openSync(m.m('made/f.txt'), 'a')
+  fs.writeSync(fd, 'more\n')
+  t.is(fs.fstatSync(fd).size, 11, 'fstat after a write through the handle')
+  fs.closeSync(fd)
+  const js = jsOps().map(l => l.split(' ')[0])
+  for (const op of ['chmod', 'chown', 'utimens', 'getattr', 'fgetattr']) t.false(js.includes(op), `${op} did not reach JS (JS saw: ${js.join(', ')})`)
+  t.true(js.includes('setxattr'), 'user.* xattrs are still set by JS (escaping)')
+  t.is(fs.readFileSync(m.u('made/f.txt'), 'utf8'), 'hello\nmore\n')
+  t.is(Number(fs.statSync(m.u('made/sub')).mode & 0o7777), 0o2750)
+  t.false(storeInfo(m.u('made/f.txt')).origin !== null, 'no origin: made in the sandbox')
+  // the same on a host file still goes to JS (a metadata-only sibling first)
+  sh(`chmod 600 '${m.m('a/one.txt')}'`)
+  t.true(jsOps().some(l => l === 'chmod /a/one.txt'))
+  t.is(Number(fs.statSync(m.u('a/one.txt')).mode & 0o7777), 0o600)
+  t.is(storeInfo(m.u('a/one.txt')).origin?.data, 'host', 'a metadata-only sibling')
+  hostUnchanged(t, m)
 })
