@@ -39,7 +39,8 @@ export type CallerSource = () => Caller
 
 /**
  * Opens and releases that patched fuse-native answered in C, handed over in order as
- * [kind, fh, dev, ino] per event (kind 1: a host file opened, 2: a store file opened, 0: a
+ * [kind, fh, dev, ino] per event (kind 1: a host file opened, 2: a store file opened,
+ * 3: a store file created and opened read-write, 0: a
  * direct handle released): each is applied like the JS operation; a failure is logged
  * (toErrno), never thrown.
  */
@@ -47,9 +48,9 @@ export function nativeEvents (ov: Overlay): (events: Float64Array) => void {
   return (ev) => {
     for (let i = 0; i + 3 < ev.length; i += 4) {
       const opened = ev[i] !== 0
-      if (opChannel.hasSubscribers) opChannel.publish({ op: opened ? 'open' : 'release', path: null })
+      if (opChannel.hasSubscribers) opChannel.publish({ op: opened ? (ev[i] === 3 ? 'create' : 'open') : 'release', path: null })
       try {
-        if (opened) ov.adoptOpen(ev[i + 1], ev[i + 2], ev[i + 3], ev[i] === 1 ? 'host' : 'upper')
+        if (opened) ov.adoptOpen(ev[i + 1], ev[i + 2], ev[i + 3], ev[i] === 1 ? 'host' : 'upper', ev[i] === 3)
         else ov.release(ev[i + 1])
       } catch (err) { toErrno(err, opened ? 'open' : 'release') }
     }

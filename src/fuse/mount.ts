@@ -56,6 +56,7 @@ interface FuseInstance {
   setHostOpen (on: boolean, openFlags: number, maxSize: number): void
   setDirCache (on: boolean): void
   setStoreMeta (on: boolean, allowChown: boolean, xattrRule: boolean, allowTrusted: boolean): void
+  setStoreCreate (on: boolean, chownToCaller: boolean): void
   setSpinWait (us: number): void
   setMainSpin (us: number): void
   forwardFd (fd: number, on: boolean): boolean
@@ -178,6 +179,8 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   // are the same calls on the store entry: answered in C; and so is the refusal of xattr
   // names the overlay never stores (overlay.ts, setxattr).
   fuse.setStoreMeta(true, ov.canChown, true, ov.canChown)
+  // So is a create there, in a plain store (in a compressed one every file is chunked).
+  fuse.setStoreCreate(!ov.copyup.compress, ov.canChown)
   // Waking a sleeping thread costs more than most answers (~100 us a wake on a virtual
   // machine): the two sides of a request JS answers wait for each other awake, briefly.
   fuse.setSpinWait(o.spinWait)

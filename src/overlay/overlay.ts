@@ -574,12 +574,13 @@ export class Overlay {
   }
 
   /** A read-only direct handle opened by the FUSE layer (hostOpen) on a host file, or on a
-   *  store file that holds its own bytes (no origin), (dev, ino); registered as if `open`
-   *  had made it. */
-  adoptOpen (fh: number, dev: number, ino: number, layer: 'host' | 'upper'): void {
+   *  store file that holds its own bytes (no origin), (dev, ino); or (`created`) the
+   *  read-write handle of a file it created in a directory made in the sandbox, as
+   *  `create` would have; registered as if `open` or `create` had made it. */
+  adoptOpen (fh: number, dev: number, ino: number, layer: 'host' | 'upper', created = false): void {
     const fd = fh & ~DIRECT_FH
     const hostKey = layer === 'host' ? `${dev}:${ino}` : null
-    const got = this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: this.inodes.map(dev, ino), layer, hostKey, direct: true })
+    const got = this.handles.add({ fd, chunks: null, flags: created ? C.O_RDWR : C.O_RDONLY, ino: this.inodes.map(dev, ino), layer, hostKey, direct: true })
     if (got !== fh) fail('EIO', `adopted handle ${fh} became ${got}`)
   }
 

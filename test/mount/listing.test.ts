@@ -13,7 +13,7 @@ import { promisify } from 'node:util'
 import type { ExecutionContext } from 'ava'
 import { errOf, hashTree, sh, storeInfo, useMount, type Mount, type TreeNode } from '../helpers/sandbox.js'
 import { lsetxattr } from '../../src/sys/native.js'
-import { hostUnchanged, lst, mtest, readerAcrossWrite, sorted } from '../helpers/mountkit.js'
+import { asNobody, hostUnchanged, lst, mtest, q, readerAcrossWrite, sorted } from '../helpers/mountkit.js'
 
 function tree (): { [name: string]: TreeNode } {
   return {
@@ -337,5 +337,50 @@ mtest('chmod, chown, utimens and fstat of a file made in the sandbox, in a direc
   t.true(jsOps().some(l => l === 'chmod /a/one.txt'))
   t.is(Number(fs.statSync(m.u('a/one.txt')).mode & 0o7777), 0o600)
   t.is(storeInfo(m.u('a/one.txt')).origin?.data, 'host', 'a metadata-only sibling')
+  hostUnchanged(t, m)
+})
+
+mtest('a file created in a directory made in the sandbox is made in C as JS would make it: owner, setgid group, O_EXCL, and its handle works for every operation', async (t) => {
+  const { m, jsOps } = await tracedMount(t)
+  fs.mkdirSync(m.m('made'))
+  fs.mkdirSync(m.m('made/g'))
+  fs.chownSync(m.m('made/g'), 0, 4321)
+  fs.chmodSync(m.m('made/g'), 0o2777)
+  fs.chmodSync(m.root, 0o755) // let uid 65534 reach the mount point (not part of the host)
+  jsOps()
+  // created by an unprivileged caller: owned by it, group from the setgid directory
+  const r = asNobody(`umask 022; echo one > ${q(m.m('made/g/mine.txt'))} && stat -c "%u %g %a" ${q(m.m('made/g/mine.txt'))}`)
+  t.is(r.stdout, '65534 4321 644\n', r.stderr)
+  t.is(errOf(() => fs.openSync(m.m('made/g/mine.txt'), fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY)), 'EEXIST')
+  // the handle: write, fstat, fsync, ftruncate (JS, through the adopted handle), read back
+  const fd = fs.openSync(m.m('made/new.bin'), fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_RDWR, 0o600)
+  fs.writeSync(fd, Buffer.from('0123456789'), 0, 10, 0)
+  fs.fsyncSync(fd)
+  fs.ftruncateSync(fd, 4)
+  t.is(fs.fstatSync(fd).size, 4)
+  const b = Buffer.alloc(8)
+  t.is(fs.readSync(fd, b, 0, 8, 0), 4)
+  t.is(b.subarray(0, 4).toString(), '0123')
+  // unlinked while open: still usable, gone from the view and the store's directory
+  fs.unlinkSync(m.m('made/new.bin'))
+  fs.writeSync(fd, Buffer.from('ab'), 0, 2, 4)
+  t.is(fs.fstatSync(fd).size, 6)
+  fs.closeSync(fd)
+  t.deepEqual(sorted(fs.readdirSync(m.m('made'))), ['g'])
+  // O_APPEND from the create on
+  const fa = fs.openSync(m.m('made/log'), 'a')
+  fs.writeSync(fa, 'x\n')
+  fs.writeSync(fa, 'y\n')
+  fs.closeSync(fa)
+  t.is(fs.readFileSync(m.m('made/log'), 'utf8'), 'x\ny\n')
+  const js = jsOps()
+  t.false(js.some(l => /^create \/made/.test(l)), `no create reached the JS handler (JS saw: ${js.join(', ')})`)
+  t.true(js.filter(l => l === 'create -').length >= 3, 'JS learned of each create')
+  // store: the files, with the caller's ownership, no markers; host: untouched
+  const st = fs.statSync(m.u('made/g/mine.txt'))
+  t.deepEqual([st.uid, st.gid, st.mode & 0o7777], [65534, 4321, 0o644])
+  t.is(fs.readFileSync(m.u('made/log'), 'utf8'), 'x\ny\n')
+  t.is(storeInfo(m.u('made/log')).origin, null)
+  t.deepEqual(sorted(fs.readdirSync(m.u('made'))), ['g', 'log'])
   hostUnchanged(t, m)
 })
