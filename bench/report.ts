@@ -195,7 +195,8 @@ const COLORS: Record<string, string> = {
   siblingfs: '#d62728',
   'siblingfs-lz4': '#ff7f0e',
   'siblingfs-1s': '#f4a3a3',
-  'siblingfs-nospin': '#8c564b'
+  'siblingfs-nospin': '#8c564b',
+  'siblingfs-spin': '#8c564b'
 }
 
 function esc (s: string): string { return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;') }

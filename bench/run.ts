@@ -42,7 +42,7 @@ function usage (msg?: string): never {
   --only      run only these workloads
   --variants  run only these variants (default: all but the opt-in siblingfs-1s, siblingfs
               with 1 s attr/entry/negative timeouts instead of the default 60 s, and
-              siblingfs-nospin, siblingfs with --spin-wait 0)
+              siblingfs-spin, siblingfs with --spin-wait 100)
   --out       where results go (default bench/results)
   --work      where data sets and mounts live (default .bench-work in the repo)
   --keep      keep each run's upper/store directory (default: deleted after each run)
