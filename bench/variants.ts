@@ -170,6 +170,18 @@ async function fuseVariant (name: VariantName, env: VariantEnv, runDir: string, 
 
 let compressFlag: boolean | undefined
 
+/** siblingfs mounted with `flags` added to `siblingfs mount HOST MNT --store STORE`. */
+function siblingfsVariant (name: VariantName, flags: string[]): Variant {
+  return {
+    name,
+    probe: async (env) => fs.existsSync(env.cli) ? null : `${env.cli} is missing (npm run build)`,
+    mount: (env, host, runDir) => fuseVariant(name, env, runDir, host, (mnt, store) => ({
+      cmd: process.execPath, args: [env.cli, 'mount', host, mnt, '--store', store, ...flags],
+      ready: (log) => log.includes('siblingfs: mounted'), stopBySignal: true
+    }), false)
+  }
+}
+
 export const VARIANTS: Record<VariantName, Variant> = {
   native: {
     name: 'native',
@@ -228,31 +240,9 @@ export const VARIANTS: Record<VariantName, Variant> = {
       ready: () => true, stopBySignal: false
     }), true)
   },
-  siblingfs: {
-    name: 'siblingfs',
-    probe: async (env) => fs.existsSync(env.cli) ? null : `${env.cli} is missing (npm run build)`,
-    mount: (env, host, runDir) => fuseVariant('siblingfs', env, runDir, host, (mnt, store) => ({
-      cmd: process.execPath, args: [env.cli, 'mount', host, mnt, '--store', store],
-      ready: (log) => log.includes('siblingfs: mounted'), stopBySignal: true
-    }), false)
-  },
-  'siblingfs-1s': {
-    name: 'siblingfs-1s',
-    probe: async (env) => fs.existsSync(env.cli) ? null : `${env.cli} is missing (npm run build)`,
-    mount: (env, host, runDir) => fuseVariant('siblingfs-1s', env, runDir, host, (mnt, store) => ({
-      cmd: process.execPath,
-      args: [env.cli, 'mount', host, mnt, '--store', store, '--attr-timeout', '1', '--entry-timeout', '1', '--negative-timeout', '1'],
-      ready: (log) => log.includes('siblingfs: mounted'), stopBySignal: true
-    }), false)
-  },
-  'siblingfs-spin': {
-    name: 'siblingfs-spin',
-    probe: async (env) => fs.existsSync(env.cli) ? null : `${env.cli} is missing (npm run build)`,
-    mount: (env, host, runDir) => fuseVariant('siblingfs-spin', env, runDir, host, (mnt, store) => ({
-      cmd: process.execPath, args: [env.cli, 'mount', host, mnt, '--store', store, '--spin-wait', '100'],
-      ready: (log) => log.includes('siblingfs: mounted'), stopBySignal: true
-    }), false)
-  },
+  siblingfs: siblingfsVariant('siblingfs', []),
+  'siblingfs-1s': siblingfsVariant('siblingfs-1s', ['--attr-timeout', '1', '--entry-timeout', '1', '--negative-timeout', '1']),
+  'siblingfs-spin': siblingfsVariant('siblingfs-spin', ['--spin-wait', '100']),
   'siblingfs-lz4': {
     name: 'siblingfs-lz4',
     probe: async (env) => {
@@ -261,10 +251,7 @@ export const VARIANTS: Record<VariantName, Variant> = {
       compressFlag = /--compress\b/.test(r.stdout + r.stderr)
       return compressFlag ? null : '`siblingfs mount --help` has no --compress flag in this build'
     },
-    mount: (env, host, runDir) => fuseVariant('siblingfs-lz4', env, runDir, host, (mnt, store) => ({
-      cmd: process.execPath, args: [env.cli, 'mount', host, mnt, '--store', store, '--compress', 'lz4'],
-      ready: (log) => log.includes('siblingfs: mounted'), stopBySignal: true
-    }), false)
+    mount: siblingfsVariant('siblingfs-lz4', ['--compress', 'lz4']).mount
   }
 }
 
