@@ -181,8 +181,9 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   fuse.setStoreMeta(true, ov.canChown, true, ov.canChown)
   // So is a create there, in a plain store (in a compressed one every file is chunked).
   fuse.setStoreCreate(!ov.copyup.compress, ov.canChown)
-  // Waking a sleeping thread costs more than most answers (~100 us a wake on a virtual
-  // machine): the two sides of a request JS answers wait for each other awake, briefly.
+  // With --spin-wait (off by default), the two sides of a request JS answers wait for each
+  // other awake, briefly: waking a sleeping thread costs more than most answers (~100 us a
+  // wake on a virtual machine).
   fuse.setSpinWait(o.spinWait)
   fuse.setMainSpin(2 * o.spinWait)
 
