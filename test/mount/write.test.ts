@@ -321,3 +321,15 @@ for (const spin of ['0', '10000']) {
     hostUnchanged(t, m)
   })
 }
+
+mtest('the warm-up before the mount runs on a scratch tree in work/ and leaves nothing behind, in the store or the host', async (t) => {
+  const m = await useMount(t, { host: fixture() })
+  t.deepEqual(fs.readdirSync(`${m.store}/work`), [], 'no scratch tree left in work/')
+  t.deepEqual(fs.readdirSync(m.u('')), [], 'nothing in upper/')
+  t.deepEqual(fs.readdirSync(`${m.store}/maps`), [], 'no chunk map (the warm-up made one in its own store)')
+  t.notRegex(m.stderr(), /warm-up skipped/)
+  // the first write after the mount works as any other
+  fs.appendFileSync(m.m('a.txt'), 'more\n')
+  t.is(fs.readFileSync(m.u('a.txt'), 'utf8'), 'alpha\nmore\n')
+  hostUnchanged(t, m)
+})
