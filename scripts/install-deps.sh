@@ -11,12 +11,13 @@
 set -euo pipefail
 
 # Runtime: libfuse2 (loaded by fuse-native), fuse3 (fusermount, fusermount3),
-# bubblewrap (`siblingfs run --isolate bwrap`).
+# bubblewrap (`siblingfs run --isolate bwrap`), liblz4-1 (the patched fuse-native
+# decodes compressed chunks with it in C; always there on Debian, named to be sure).
 # Native addons: build-essential, python3 (node-gyp rebuilds fuse-native).
 # Tests and benchmarks: peer filesystems, workloads, timing; procps (ps,
 # free) because minimal Debian images lack it and .ci/run uses it.
 packages=(
-  libfuse2 fuse3 bubblewrap
+  libfuse2 fuse3 bubblewrap liblz4-1
   build-essential python3
   git sqlite3 make gcc tar attr fuse-overlayfs unionfs-fuse fio hyperfine
   procps

@@ -60,6 +60,9 @@ interface FuseInstance {
   setSpinWait (us: number): void
   setMainSpin (us: number): void
   forwardFd (fd: number, on: boolean): boolean
+  serveChunked (fh: number, dataFd: number, mapFd: number, hostFd: number): boolean
+  setMapsDir (fd: number): void
+  setChunkedOpen (on: boolean): void
   setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number, kind: number): boolean
   dropHostDirs (path: string, subtree: boolean): void
   callerContext?: Uint32Array
@@ -169,6 +172,14 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   fuse.setEventHandler(apply)
   ov.handles.sync = () => { apply(fuse.takeEvents()) }
   ov.handles.forward = (fd, on) => fuse.forwardFd(fd, on)
+  // Reads of chunked siblings are served in C from the data and map files as they are on
+  // disk (decoding and checking each chunk as ChunkFile.read does); what C cannot answer
+  // (damage, a read racing a write, drift) still comes to JS.
+  ov.handles.serveChunked = (fh, file) => {
+    if (file === null) { fuse.serveChunked(fh, -1, -1, -1); return }
+    const d = file.descriptors
+    fuse.serveChunked(fh, d.data, d.map, d.host)
+  }
   const ho = ov.hostOpen
   fuse.setHostOpen(ho.maxSize > 0, ho.flags, ho.maxSize)
   // The kernel may keep the listings of directories listed in C, dropping one at every
@@ -179,6 +190,10 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   // are the same calls on the store entry: answered in C; and so is the refusal of xattr
   // names the overlay never stores (overlay.ts, setxattr).
   fuse.setStoreMeta(true, ov.canChown, true, ov.canChown)
+  // ... and so is a stat of a chunked file made there: its size is its map header's.
+  fuse.setMapsDir(ov.mapsFd)
+  // ... and a read-only open of one, whose reads C then serves (see serveChunked below).
+  fuse.setChunkedOpen(ho.maxSize > 0)
   // So is a create there, in a plain store (in a compressed one every file is chunked).
   fuse.setStoreCreate(!ov.copyup.compress, ov.canChown)
   // With --spin-wait (off by default), the two sides of a request JS answers wait for each

@@ -41,6 +41,9 @@ export interface Handle {
   hostKey: string | null
   /** A direct handle (see DIRECT_FH): its fh is DIRECT_FH | fd. */
   direct?: boolean
+  /** A chunked sibling opened outside JS (its descriptor is the data file, not the file's
+   *  bytes): `chunks` is filled in when JS first reads through it (Overlay.engineOf). */
+  engineLater?: boolean
 }
 
 export class HandleTable {
@@ -54,6 +57,9 @@ export class HandleTable {
   /** Sends the reads of direct handle `fd` to JS (true), or lets C serve them; false if
    *  the descriptor cannot be marked. Set by the FUSE layer (fuse-native's forwardFd). */
   forward: (fd: number, on: boolean) => boolean = () => false
+  /** Lets C serve the reads of chunked handle `fh` from `file`'s descriptors, or stops
+   *  that (null) before they may close. Set by the FUSE layer (fuse-native's serveChunked). */
+  serveChunked: (fh: number, file: ChunkFile | null) => void = () => {}
   private readonly table: Array<Handle | undefined> = [undefined]
   private readonly free: number[] = []
   private readonly byHost = new Map<string, Set<Handle>>()
@@ -67,6 +73,7 @@ export class HandleTable {
     } else {
       fh = this.free.pop() ?? this.table.length
       this.table[fh] = h
+      if (h.chunks !== null) this.serveChunked(fh, h.chunks.file)
     }
     if (h.hostKey !== null) {
       let set = this.byHost.get(h.hostKey)
@@ -90,6 +97,7 @@ export class HandleTable {
     if (h === undefined) return undefined
     if ((fh & DIRECT_FH) !== 0) this.directs.delete(fh)
     else {
+      if (h.chunks !== null) this.serveChunked(fh, null) // before its descriptors may close
       this.table[fh] = undefined
       this.free.push(fh)
     }

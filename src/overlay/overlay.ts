@@ -20,7 +20,7 @@
 import fs from 'node:fs'
 import { fail, isCode } from '../errors.js'
 import { XATTR, XATTR_ESCAPE, XATTR_PREFIX, storePaths, type Origin, type StoreOptions } from '../store/format.js'
-import { lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod as mknodAt, readdirTyped, renameat2, RENAME_EXCHANGE, utimensat } from '../sys/native.js'
+import { fgetxattr, lgetxattr, llistxattr, lremovexattr, lsetxattr, mknod as mknodAt, readdirTyped, renameat2, RENAME_EXCHANGE, utimensat } from '../sys/native.js'
 import { log, logOnce } from '../log.js'
 import { ChunkCache, type ChunkFile } from '../store/chunks.js'
 import { ChunkRegistry } from './chunkreg.js'
@@ -113,7 +113,8 @@ export class Overlay {
   readonly handles = new HandleTable()
   readonly copyup: CopyUp
   readonly chunks: ChunkRegistry
-  private readonly mapsFd: number
+  /** The store's maps/ directory (O_PATH), for the FUSE layer's C fast paths too. */
+  readonly mapsFd: number
   /** Whether the daemon may chown (runs as root): chown, and trusted.* xattrs, need it. */
   readonly canChown: boolean
   private readonly hostReadFlags: number
@@ -269,8 +270,11 @@ export class Overlay {
       try { return this.getattr(p) } catch (err) { if (!isCode(err, 'ENOENT')) throw err }
     }
     const h = this.handle(fh)
-    const st = fs.fstatSync(h.fd, { bigint: true })
-    return { st, ino: h.ino, size: st.size, nlink: Number(st.nlink) }
+    this.engineOf(h)
+    // A chunked file: the data file's attributes with the engine's size (the data file
+    // holds two slots per chunk, see STORE-FORMAT.md).
+    const st = fs.fstatSync(h.chunks !== null ? h.chunks.file.descriptors.data : h.fd, { bigint: true })
+    return { st, ino: h.ino, size: h.chunks !== null ? BigInt(h.chunks.file.size) : st.size, nlink: Number(st.nlink) }
   }
 
   /**
@@ -483,16 +487,19 @@ export class Overlay {
 
   /** The merged-view path of an upper entry given by its `*at` path, for messages. */
   private viewPath (atPath: string): string {
-    const m = /^\/proc\/self\/fd\/(\d+)\/(.*)$/.exec(atPath)
-    if (m === null) return atPath
-    try {
-      const dir = fs.readlinkSync('/proc/self/fd/' + m[1])
-      if (dir === this.upperRoot) return '/' + m[2]
-      if (dir.startsWith(this.upperRoot + '/')) return dir.slice(this.upperRoot.length) + '/' + m[2]
-      return dir + '/' + m[2]
-    } catch {
-      return atPath
+    let p = atPath
+    // `*at` paths (/proc/self/fd/N/name) and open files (/proc/self/fd/N)
+    const m = /^\/proc\/self\/fd\/(\d+)(?:\/(.*))?$/.exec(atPath)
+    if (m !== null) {
+      try {
+        const target = fs.readlinkSync('/proc/self/fd/' + m[1])
+        p = m[2] === undefined ? target : target + '/' + m[2]
+      } catch {
+        return atPath
+      }
     }
+    if (p.startsWith(this.upperRoot + '/')) return p.slice(this.upperRoot.length)
+    return p
   }
 
   /** Opens the (now data-holding) sibling for writing, and moves host readers onto it. */
@@ -527,7 +534,7 @@ export class Overlay {
 
   read (fh: number, buf: Buffer, len: number, pos: number): number {
     const h = this.handle(fh)
-    if (h.chunks !== null) return this.chunkIo(h, () => (h.chunks as { file: ChunkFile }).file.read(buf, len, pos))
+    if (h.chunks !== null || this.engineOf(h)) return this.chunkIo(h, () => (h.chunks as { file: ChunkFile }).file.read(buf, len, pos))
     return fs.readSync(h.fd, buf, 0, len, pos)
   }
 
@@ -576,12 +583,40 @@ export class Overlay {
   /** A read-only direct handle opened by the FUSE layer (hostOpen) on a host file, or on a
    *  store file that holds its own bytes (no origin), (dev, ino); or (`created`) the
    *  read-write handle of a file it created in a directory made in the sandbox, as
-   *  `create` would have; registered as if `open` or `create` had made it. */
-  adoptOpen (fh: number, dev: number, ino: number, layer: 'host' | 'upper', created = false): void {
+   *  `create` would have; or (`chunked`) the read-only handle of the data file of a chunked
+   *  sibling made in the sandbox, whose reads the FUSE layer serves itself (see
+   *  `engineOf` for the rest); registered as if `open` or `create` had made it. */
+  adoptOpen (fh: number, dev: number, ino: number, layer: 'host' | 'upper', created = false, chunked = false): void {
     const fd = fh & ~DIRECT_FH
     const hostKey = layer === 'host' ? `${dev}:${ino}` : null
-    const got = this.handles.add({ fd, chunks: null, flags: created ? C.O_RDWR : C.O_RDONLY, ino: this.inodes.map(dev, ino), layer, hostKey, direct: true })
+    const got = this.handles.add({ fd, chunks: null, flags: created ? C.O_RDWR : C.O_RDONLY, ino: this.inodes.map(dev, ino), layer, hostKey, direct: true, engineLater: chunked })
     if (got !== fh) fail('EIO', `adopted handle ${fh} became ${got}`)
+  }
+
+  /**
+   * Whether handle `h` reads through a chunk engine that it has just been given: a chunked
+   * sibling the FUSE layer opened gets its engine only when JS must read through it (what C
+   * could not answer, fstat after an unlink), not at every open. Until its release the map
+   * stays where it is (an unlink or a rename over an open file moves it to work/ first), so
+   * it can be had then; if not, EIO, logged.
+   */
+  private engineOf (h: Handle): boolean {
+    if (h.engineLater !== true) return false
+    try {
+      const id = fgetxattr(h.fd, XATTR.chunks)
+      if (id === null) fail('EIO', 'its chunk map record is gone')
+      // ChunkFile opens the data file by a path without following links: the file's own.
+      const dataPath = fs.readlinkSync(`/proc/self/fd/${h.fd}`)
+      const a = fs.fstatSync(h.fd)
+      const b = fs.lstatSync(dataPath)
+      if (a.dev !== b.dev || a.ino !== b.ino) fail('EIO', 'it moved while being opened')
+      h.chunks = this.acquireChunks({ origin: null, chunks: id.toString('utf8') }, dataPath)
+      h.engineLater = false
+      return true
+    } catch (err) {
+      log(`cannot read ${this.viewPath(`/proc/self/fd/${h.fd}`)}: ${err instanceof Error ? err.message : String(err)} (siblingfs fsck says more)`)
+      fail('EIO', 'a chunked file without its engine')
+    }
   }
 
   fsync (fh: number, datasync: boolean): void {

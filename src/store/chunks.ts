@@ -388,6 +388,15 @@ export class ChunkFile {
     }
   }
 
+  /**
+   * The descriptors this file reads through, for a reader outside JS that serves reads from
+   * what is on disk (patched fuse-native's serveChunked): valid until close(). host is -1
+   * when the bytes never written cannot come from the host original.
+   */
+  get descriptors (): { data: number, map: number, host: number } {
+    return { data: this.dataFd, map: this.mapFd, host: this.hostFd }
+  }
+
   get size (): number { return this.sizeNow }
   get hostLimit (): number { return this.limitNow }
   get host (): HostIdentity | null { return this.hostId === null ? null : { ...this.hostId } }

@@ -119,7 +119,7 @@ export async function startMount (o: MountOptions = {}): Promise<Mount> {
   let out = ''
   child.stderr?.on('data', (d: Buffer) => { err += d.toString() })
   const ready = await new Promise<boolean>((resolve) => {
-    const timer = setTimeout(() => resolve(false), 20000)
+    const timer = setTimeout(() => resolve(false), 60000) // a loaded machine (CI) may take long
     child.stdout?.on('data', (d: Buffer) => {
       out += d.toString()
       if (out.includes('siblingfs: mounted')) { clearTimeout(timer); resolve(true) }
