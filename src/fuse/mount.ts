@@ -8,7 +8,8 @@
  * unlinked open files, the caller's uid/gid/pid, and extra mount options.
  * Options always set: default_permissions (the kernel checks permissions against the
  * attributes we report, exactly as for a local file system), use_ino (our inode numbers),
- * big_writes + max_write (writes arrive in 128 KiB pieces, not 4 KiB), atomic_o_trunc
+ * big_writes + max_write (writes arrive in pieces of up to 1 MiB, not 4 KiB: 1 MiB needs
+ * protocol 7.28, which patched fuse-native negotiates for libfuse 2.9; else 128 KiB), atomic_o_trunc
  * (O_TRUNC arrives with the open, instead of as a separate truncate request first: one
  * round trip less per truncating open), nosuid, nodev.
  * Not hard_remove: with it, libfuse 2.9 answers fstat/fchmod/futimens of an unlinked open
@@ -67,7 +68,11 @@ interface FuseInstance {
   dropHostDirs (path: string, subtree: boolean): void
   callerContext?: Uint32Array
 }
-type FuseCtor = new (mnt: string, ops: object, opts: object) => FuseInstance
+type FuseCtor = (new (mnt: string, ops: object, opts: object) => FuseInstance) & { setMaxWrite: (bytes: number) => void }
+
+/** The largest write request asked of the kernel (and of libfuse): 1 MiB, where the kernel
+ *  allows it (patched fuse-native, setMaxWrite), else 128 KiB. */
+const MAX_WRITE = 1 << 20
 
 let ctor: FuseCtor | undefined
 
@@ -116,7 +121,7 @@ export interface Mounted {
 
 function fuseOptions (o: FuseMountOptions): string[] {
   const opts = [
-    'default_permissions', 'use_ino', 'big_writes', 'max_write=131072', 'atomic_o_trunc',
+    'default_permissions', 'use_ino', 'big_writes', `max_write=${MAX_WRITE}`, 'atomic_o_trunc',
     'nosuid', 'nodev', 'fsname=siblingfs', 'subtype=siblingfs',
     `attr_timeout=${o.attrTimeout}`, `entry_timeout=${o.entryTimeout}`, `negative_timeout=${o.negativeTimeout}`
   ]
@@ -128,6 +133,7 @@ function fuseOptions (o: FuseMountOptions): string[] {
 
 export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMountOptions): Promise<Mounted> {
   const Fuse = loadFuse()
+  Fuse.setMaxWrite(MAX_WRITE)
   let ctx: Uint32Array | undefined
   const caller = (): Caller => ctx !== undefined
     ? { uid: ctx[0], gid: ctx[1], pid: ctx[2] }

@@ -3,9 +3,12 @@
  * concurrent writers from several processes, read/write/truncate/ftruncate/fsync, and a
  * file unlinked while open.
  */
+import crypto from 'node:crypto'
 import fs from 'node:fs'
-import { spawn } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
+import { promisify } from 'node:util'
 import { errOf, storeInfo, useMount } from '../helpers/sandbox.js'
+import { chunksId } from '../helpers/sparsekit.js'
 import { allocated, fixture, fuseHidden, hostUnchanged, lst, mtest, pattern, walk, writtenKind } from '../helpers/mountkit.js'
 
 mtest('the first write after an open for write copies up once; the sibling holds the bytes (origin data "store")', async (t) => {
@@ -333,3 +336,36 @@ mtest('the warm-up before the mount runs on a scratch tree in work/ and leaves n
   t.is(fs.readFileSync(m.u('a.txt'), 'utf8'), 'alpha\nmore\n')
   hostUnchanged(t, m)
 })
+
+// With --debug the daemon logs every request to its stderr, a pipe this process must keep
+// draining: the writers below run asynchronously.
+const execFileP = promisify(execFile)
+
+for (const store of [{ name: 'plain store', args: [] as string[] }, { name: 'lz4 store', args: ['--compress', 'lz4'] }]) {
+  mtest(`${store.name}: writes arrive in requests of up to 1 MiB (protocol 7.28 negotiated for libfuse 2.9), and every byte lands`, async (t) => {
+    const host = pattern(3 << 20, 21)
+    const m = await useMount(t, { host: { 'host.bin': host }, args: ['--debug', ...store.args] })
+    const src = m.root + '/src.bin'
+    const data = pattern(4 << 20, 22)
+    fs.writeFileSync(src, data)
+    // a new file (a direct handle: C writes it; chunked in the lz4 store: JS), and a copy-up
+    // of a host file at an offset (JS makes the sibling, then writes)
+    await execFileP('dd', [`if=${src}`, `of=${m.m('new.bin')}`, 'bs=1M', 'conv=fsync'])
+    await execFileP('dd', [`if=${src}`, `of=${m.m('host.bin')}`, 'bs=1M', 'seek=1', 'count=2', 'conv=notrunc,fsync'])
+    const sizes = m.stderr().split('\n').map(l => /opcode: WRITE \(16\), nodeid: \d+, insize: (\d+)/.exec(l)).filter(x => x !== null).map(x => Number(x[1]) - 80)
+    t.true(sizes.length > 0, 'the debug log shows the writes')
+    t.is(sizes.reduce((a, b) => a + b, 0), 6 << 20, 'every byte was written once')
+    t.is(Math.max(...sizes), 1 << 20, `the largest write request is 1 MiB (sizes: ${sizes.join(' ')})`)
+    t.is(sizes.filter(n => n === 1 << 20).length, 6, 'dd bs=1M: one request per block')
+    // view, store, host
+    const sha = (b: Buffer): string => crypto.createHash('sha256').update(b).digest('hex')
+    const want = Buffer.from(host)
+    data.copy(want, 1 << 20, 0, 2 << 20)
+    t.is(sha(fs.readFileSync(m.m('new.bin'))), sha(data))
+    t.is(sha(fs.readFileSync(m.m('host.bin'))), sha(want))
+    if (store.args.length === 0) t.is(sha(fs.readFileSync(m.u('new.bin'))), sha(data), 'the store holds the bytes')
+    else t.truthy(chunksId(m.u('new.bin')), 'the store holds a chunked sibling')
+    t.truthy(chunksId(m.u('host.bin')), 'a chunked sibling of the 3 MiB host file')
+    hostUnchanged(t, m)
+  })
+}
