@@ -381,6 +381,7 @@ mtest('a file created in a directory made in the sandbox is made in C as JS woul
   }
   t.false(js.some(l => /^create \/made/.test(l)), `no create reached the JS handler (JS saw: ${js.join(', ')})`)
   t.false(js.some(l => /^release \/made/.test(l)), `no close of a written file reached the JS handler (JS saw: ${js.join(', ')})`)
+  t.false(js.some(l => /^fsync \/made/.test(l)), `the fsync of a written file was answered in C (JS saw: ${js.join(', ')})`)
   t.is(js.filter(l => l === 'create -').length, 3, 'JS learned of each create')
   // store: the files, with the caller's ownership, no markers; host: untouched
   const st = fs.statSync(m.u('made/g/mine.txt'))
