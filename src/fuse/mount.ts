@@ -198,7 +198,7 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   fuse.setStoreMeta(true, ov.canChown, true, ov.canChown)
   // ... and so is a stat of a chunked file made there: its size is its map header's.
   fuse.setMapsDir(ov.mapsFd)
-  // ... and a read-only open of one, whose reads C then serves (see serveChunked below).
+  // ... and a read-only open of one, whose reads C then serves (as for serveChunked above).
   fuse.setChunkedOpen(ho.maxSize > 0)
   // So is a create there, in a plain store (in a compressed one every file is chunked).
   fuse.setStoreCreate(!ov.copyup.compress, ov.canChown)
