@@ -58,6 +58,7 @@ interface FuseInstance {
   setDirCache (on: boolean): void
   setStoreMeta (on: boolean, allowChown: boolean, xattrRule: boolean, allowTrusted: boolean): void
   setStoreCreate (on: boolean, chownToCaller: boolean): void
+  setStoreLinks (on: boolean): void
   setSpinWait (us: number): void
   setMainSpin (us: number): void
   forwardFd (fd: number, on: boolean): boolean
@@ -202,6 +203,9 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   fuse.setChunkedOpen(ho.maxSize > 0)
   // So is a create there, in a plain store (in a compressed one every file is chunked).
   fuse.setStoreCreate(!ov.copyup.compress, ov.canChown)
+  // ... and a mkdir there, and a link or unlink of a file made there that holds its own
+  // bytes (in a compressed store, files go to JS: their chunk maps are JS's).
+  fuse.setStoreLinks(true)
   // With --spin-wait (off by default), the two sides of a request JS answers wait for each
   // other awake, briefly: waking a sleeping thread costs more than most answers (~100 us a
   // wake on a virtual machine).

@@ -795,7 +795,12 @@ export class Overlay {
     const srcUp = f.dir.upperAt(f.name)
     const { whiteout } = this.prepareNew(ddir, dname)
     const up = ddir.upperAt(dname)
-    this.kernel.dirChanged(ddp, false) // the new entry may carry an origin
+    // A name of a file made in the sandbox shows the store's own inode number, exactly what a
+    // directory listed from the store (KernelCache.listedHostDir) shows: it can stay so. A
+    // file with an origin (copied up from the host) shows the host's number: it cannot.
+    if (f.layer === 'host' || this.attrOf(f).ino !== this.inodes.map(Number(f.st.dev), Number(f.st.ino))) {
+      this.kernel.dirChanged(ddp, false)
+    }
     if (!whiteout) { fs.linkSync(srcUp, up); return }
     const tmp = this.copyup.tmp()
     fs.linkSync(srcUp, tmp)
