@@ -69,7 +69,7 @@ interface FuseInstance {
   dropHostDirs (path: string, subtree: boolean): void
   callerContext?: Uint32Array
 }
-type FuseCtor = (new (mnt: string, ops: object, opts: object) => FuseInstance) & { setMaxWrite: (bytes: number) => void }
+type FuseCtor = (new (mnt: string, ops: object, opts: object) => FuseInstance) & { setMaxWrite: (bytes: number) => void, setPlus: (on: boolean) => void }
 
 /** The largest write request asked of the kernel (and of libfuse): 1 MiB, where the kernel
  *  allows it (patched fuse-native, setMaxWrite), else 128 KiB. */
@@ -135,6 +135,10 @@ function fuseOptions (o: FuseMountOptions): string[] {
 export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMountOptions): Promise<Mounted> {
   const Fuse = loadFuse()
   Fuse.setMaxWrite(MAX_WRITE)
+  // Listings of directories served in C carry their entries' attributes (READDIRPLUS, made
+  // for libfuse 2.9 by patched fuse-native): `find` or `tar c` then asks nothing more per
+  // entry. Not with zero timeouts, where the kernel could not keep what a listing told it.
+  Fuse.setPlus(o.attrTimeout > 0 && o.entryTimeout > 0)
   let ctx: Uint32Array | undefined
   const caller = (): Caller => ctx !== undefined
     ? { uid: ctx[0], gid: ctx[1], pid: ctx[2] }

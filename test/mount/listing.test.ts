@@ -436,3 +436,53 @@ mtest('mkdir, link and unlink in a directory made in the sandbox are made in C a
   t.is(storeInfo(m.u('made/a/host-link')).origin?.data, 'host')
   hostUnchanged(t, m)
 })
+
+/** Kernel LOOKUP requests in a --debug log (synthetic ones, made by the daemon itself for
+ *  READDIRPLUS, have the top bit of their unique id set). */
+function lookups (log: string, synthetic: boolean): number {
+  return [...log.matchAll(/unique: (\d+), opcode: LOOKUP/g)].filter(x => (BigInt(x[1]) >= 2n ** 63n) === synthetic).length
+}
+
+mtest('a listing of a directory served in C carries its entries (READDIRPLUS): stat after ls asks the kernel nothing more, with the right attributes, for host and sandbox-made directories', async (t) => {
+  const files: { [name: string]: TreeNode } = {}
+  for (let i = 0; i < 12; i++) files[`f${i}.txt`] = `file ${i}\n`.repeat(i + 1)
+  const m = await useMount(t, { host: { plain: files, other: { 'o.txt': 'o\n' } }, args: ['--debug'] })
+  const run = async (cmd: string): Promise<string> => (await execFileP('bash', ['-c', cmd])).stdout
+  fs.mkdirSync(m.m('made'))
+  for (let i = 0; i < 12; i++) fs.writeFileSync(m.m(`made/n${i}`), 'x'.repeat(i))
+  fs.linkSync(m.m('made/n3'), m.m('made/hard'))
+  // first listings (JS lists the host directory and registers it; 'made' is served in C
+  // from its mkdir on), then a fresh kernel view of the names: drop the dentry cache
+  await run(`ls ${q(m.m('plain'))} ${q(m.m('made'))} > /dev/null; sync; echo 2 > /proc/sys/vm/drop_caches`)
+  for (const dir of ['plain', 'made']) {
+    await run(`stat ${q(m.m(dir))} > /dev/null`) // the directory's own lookup, not measured
+    const before = m.stderr().length
+    const out = await run(`ls -ln --time-style=+%s.%N ${q(m.m(dir))} | tail -n +2; stat -c '%i %h %s %a' ${q(m.m(dir))}/*`)
+    const log = m.stderr().slice(before)
+    t.true(/opcode: READDIR/.test(log), `${dir}: listed by the daemon`)
+    t.true(lookups(log, true) >= 12, `${dir}: the daemon looked the entries up itself`)
+    t.is(lookups(log, false), 0, `${dir}: no LOOKUP from the kernel after the listing`)
+    // the attributes: as the store or host entry shows them, with the view's numbers
+    const src = dir === 'plain' ? m.h(dir) : m.u(dir)
+    const names = sorted(fs.readdirSync(src))
+    const want = names.map(n => { const s = fs.lstatSync(path.join(src, n)); return `${s.nlink} ${s.size} ${(s.mode & 0o777).toString(8)}` })
+    const got = out.trim().split('\n').slice(names.length).map(l => l.split(' ').slice(1).join(' '))
+    t.deepEqual(got, want, `${dir}: link counts, sizes and modes`)
+    const inos = out.trim().split('\n').slice(names.length).map(l => BigInt(l.split(' ')[0]))
+    t.deepEqual(inos, names.map(n => lst(m.m(`${dir}/${n}`)).ino), `${dir}: inode numbers as lookups give them`)
+  }
+  t.is(lst(m.m('plain/f3.txt')).ino, lst(m.h('plain/f3.txt')).ino)
+  // the kernel's counts stay the daemon's: forget everything, change through the mount,
+  // list again, and every name still works (a node forgotten too early would fail here)
+  for (let round = 0; round < 3; round++) {
+    await run(`ls -l ${q(m.m('plain'))} ${q(m.m('made'))} > /dev/null; echo 2 > /proc/sys/vm/drop_caches`)
+    fs.writeFileSync(m.m('made/hard'), `round ${round}\n`)
+    t.is(fs.readFileSync(m.m('made/n3'), 'utf8'), `round ${round}\n`, 'hard links share their bytes')
+    t.is(sh(`stat -c %s ${q(m.m('made/n3'))}`).stdout, `${`round ${round}\n`.length}\n`, 'and their size, at once')
+  }
+  t.is(fs.readFileSync(m.m('plain/f11.txt'), 'utf8'), 'file 11\n'.repeat(12))
+  // store: only what the sandbox made; host: untouched
+  t.deepEqual(sorted(fs.readdirSync(m.u('made'))).length, 13)
+  t.false(fs.existsSync(m.u('plain')))
+  hostUnchanged(t, m)
+})
