@@ -243,10 +243,17 @@ mtest('the kernel keeps the listing of a directory listed in C: listing it again
   const m = await useMount(t, { host: tree(), args: ['--debug'] })
   await warmA(m)
   await lsA(m, 'a') // opened while registered: this listing fills the kernel's cache
-  const before = await requests(m, 'READDIR')
-  t.true(before > 0, 'the log shows READDIR requests')
-  for (let i = 0; i < 3; i++) t.deepEqual(await lsA(m, 'a'), ['.', '..', 'b', 'one.txt', 'two.txt'])
-  t.is(await requests(m, 'READDIR'), before, 'three more listings: no READDIR')
+  // Other tests drop the kernel's caches (a global knob), which may throw this listing out
+  // between two of ours: a few tries, each filling the cache again first.
+  let kept = false
+  for (let tries = 0; tries < 4 && !kept; tries++) {
+    await lsA(m, 'a')
+    const before = await requests(m, 'READDIR')
+    t.true(before > 0, 'the log shows READDIR requests')
+    for (let i = 0; i < 3; i++) t.deepEqual(await lsA(m, 'a'), ['.', '..', 'b', 'one.txt', 'two.txt'])
+    kept = await requests(m, 'READDIR') === before
+  }
+  t.true(kept, 'three more listings: no READDIR')
 
   const changes: Array<[string, () => void, string[]]> = [
     ['create', () => fs.writeFileSync(m.m('a/new.txt'), 'n\n'), ['.', '..', 'b', 'new.txt', 'one.txt', 'two.txt']],
@@ -446,14 +453,16 @@ function lookups (log: string, synthetic: boolean): number {
 mtest('a listing of a directory served in C carries its entries (READDIRPLUS): stat after ls asks the kernel nothing more, with the right attributes, for host and sandbox-made directories', async (t) => {
   const files: { [name: string]: TreeNode } = {}
   for (let i = 0; i < 12; i++) files[`f${i}.txt`] = `file ${i}\n`.repeat(i + 1)
-  const m = await useMount(t, { host: { plain: files, other: { 'o.txt': 'o\n' } }, args: ['--debug'] })
+  const m0 = await useMount(t, { host: { plain: files, other: { 'o.txt': 'o\n' } } })
+  fs.mkdirSync(m0.m('made'))
+  for (let i = 0; i < 12; i++) fs.writeFileSync(m0.m(`made/n${i}`), 'x'.repeat(i))
+  fs.linkSync(m0.m('made/n3'), m0.m('made/hard'))
+  await m0.stop()
+  // a new daemon on that store: the kernel holds no name of either directory
+  const m = await useMount(t, { dirs: { root: m0.root, host: m0.host, mnt: m0.mnt, store: m0.store }, args: ['--debug'] })
   const run = async (cmd: string): Promise<string> => (await execFileP('bash', ['-c', cmd])).stdout
-  fs.mkdirSync(m.m('made'))
-  for (let i = 0; i < 12; i++) fs.writeFileSync(m.m(`made/n${i}`), 'x'.repeat(i))
-  fs.linkSync(m.m('made/n3'), m.m('made/hard'))
-  // first listings (JS lists the host directory and registers it; 'made' is served in C
-  // from its mkdir on), then a fresh kernel view of the names: drop the dentry cache
-  await run(`ls ${q(m.m('plain'))} ${q(m.m('made'))} > /dev/null; sync; echo 2 > /proc/sys/vm/drop_caches`)
+  // first listings, by JS, which registers both directories (`ls` alone looks nothing up)
+  await run(`ls ${q(m.m('plain'))} ${q(m.m('made'))} > /dev/null`)
   for (const dir of ['plain', 'made']) {
     await run(`stat ${q(m.m(dir))} > /dev/null`) // the directory's own lookup, not measured
     const before = m.stderr().length
@@ -472,17 +481,22 @@ mtest('a listing of a directory served in C carries its entries (READDIRPLUS): s
     t.deepEqual(inos, names.map(n => lst(m.m(`${dir}/${n}`)).ino), `${dir}: inode numbers as lookups give them`)
   }
   t.is(lst(m.m('plain/f3.txt')).ino, lst(m.h('plain/f3.txt')).ino)
-  // the kernel's counts stay the daemon's: forget everything, change through the mount,
-  // list again, and every name still works (a node forgotten too early would fail here)
+  // the kernel's counts stay the daemon's: list (and so look up) again and again, change
+  // through the mount, then make the kernel forget every name (libfuse aborts on a forget
+  // of more than it counted), and every name still works
   for (let round = 0; round < 3; round++) {
-    await run(`ls -l ${q(m.m('plain'))} ${q(m.m('made'))} > /dev/null; echo 2 > /proc/sys/vm/drop_caches`)
+    await run(`ls -l ${q(m.m('plain'))} ${q(m.m('made'))} > /dev/null`)
     fs.writeFileSync(m.m('made/hard'), `round ${round}\n`)
     t.is(fs.readFileSync(m.m('made/n3'), 'utf8'), `round ${round}\n`, 'hard links share their bytes')
     t.is(sh(`stat -c %s ${q(m.m('made/n3'))}`).stdout, `${`round ${round}\n`.length}\n`, 'and their size, at once')
   }
+  // (global: other tests that count requests retry when a drop like this one hits them)
+  await run('echo 2 > /proc/sys/vm/drop_caches')
+  t.is(sh(`cat ${q(m.m('made/n3'))} ${q(m.m('plain/f0.txt'))}`).stdout, 'round 2\nfile 0\n')
+  t.is((await run(`ls ${q(m.m('made'))} | wc -l`)).trim(), '13')
   t.is(fs.readFileSync(m.m('plain/f11.txt'), 'utf8'), 'file 11\n'.repeat(12))
   // store: only what the sandbox made; host: untouched
   t.deepEqual(sorted(fs.readdirSync(m.u('made'))).length, 13)
   t.false(fs.existsSync(m.u('plain')))
-  hostUnchanged(t, m)
+  hostUnchanged(t, m0) // as built, before the first mount
 })
