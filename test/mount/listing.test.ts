@@ -12,7 +12,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import type { ExecutionContext } from 'ava'
 import { errOf, hashTree, sh, storeInfo, useMount, type Mount, type TreeNode } from '../helpers/sandbox.js'
-import { lsetxattr } from '../../src/sys/native.js'
+import { lgetxattr, lsetxattr } from '../../src/sys/native.js'
 import { asNobody, hostUnchanged, lst, mtest, q, readerAcrossWrite, sorted } from '../helpers/mountkit.js'
 
 function tree (): { [name: string]: TreeNode } {
@@ -499,4 +499,39 @@ mtest('a listing of a directory served in C carries its entries (READDIRPLUS): s
   t.deepEqual(sorted(fs.readdirSync(m.u('made'))).length, 13)
   t.false(fs.existsSync(m.u('plain')))
   hostUnchanged(t, m0) // as built, before the first mount
+})
+
+mtest('getxattr of entries of directories served in C is answered in C with what JS gives: host attributes as they are, the store\'s for files made in the sandbox; own namespace still JS\'s', async (t) => {
+  const { m, jsOps } = await tracedMount(t)
+  lsetxattr(m.h('a/one.txt'), 'user.color', Buffer.from('blue'), 0) // fixture: a host file with an attribute
+  const hostHash = hashTree(m.host) // with that attribute
+  fs.mkdirSync(m.m('made'))
+  fs.mkdirSync(m.m('made/sub'))
+  fs.writeFileSync(m.m('made/sub/f'), 'f\n')
+  t.is(sh(`setfattr -n user.k -v v ${q(m.m('made/sub/f'))}`).status, 0)
+  sh(`ls ${q(m.m('a'))} > /dev/null`) // JS lists 'a' once and registers it
+  jsOps()
+  const get = (rel: string, name: string): string => {
+    const r = sh(`getfattr --only-values -n ${name} ${q(m.m(rel))}`)
+    return r.status === 0 ? r.stdout : `error: ${r.stderr.trim().split(': ').pop() ?? ''}`
+  }
+  const ll = sh(`ls -l ${q(m.m('a'))} ${q(m.m('made/sub'))}`)
+  t.is(ll.status, 0, ll.stderr)
+  t.true(/ one\.txt\n/.test(ll.stdout) && / f\n/.test(ll.stdout), ll.stdout)
+  t.is(get('a/one.txt', 'user.color'), 'blue', 'a host attribute, read as it is')
+  t.is(get('a/one.txt', 'user.none'), 'error: No such attribute')
+  t.is(get('a/two.txt', 'user.color'), 'error: No such attribute')
+  t.is(get('made/sub/f', 'user.k'), 'v', 'an attribute set in the sandbox')
+  const js = jsOps()
+  t.false(js.some(l => /^getxattr \/(a|made\/sub)\//.test(l)), `no getxattr of those entries reached JS (JS saw: ${js.join(', ')})`)
+  // siblingfs's own namespace is escaped in the store: still JS's, and still right
+  t.is(sh(`setfattr -n user.siblingfs.mine -v own ${q(m.m('made/sub/f'))}`).status, 0)
+  t.is(get('made/sub/f', 'user.siblingfs.mine'), 'own')
+  t.true(jsOps().includes('getxattr /made/sub/f'))
+  // store: the attributes where JS put them; host: untouched (content, and its attribute)
+  t.is(lgetxattr(m.u('made/sub/f'), 'user.k')?.toString(), 'v')
+  t.is(lgetxattr(m.u('made/sub/f'), 'user.siblingfs.x.mine')?.toString(), 'own')
+  t.false(fs.existsSync(m.u('a')), 'reading attributes copied nothing up')
+  t.is(lgetxattr(m.h('a/one.txt'), 'user.color')?.toString(), 'blue')
+  t.is(hashTree(m.host), hostHash, 'the host tree must not change')
 })
