@@ -40,9 +40,9 @@ export type CallerSource = () => Caller
 /**
  * Opens and releases that patched fuse-native answered in C, handed over in order as
  * [kind, fh, dev, ino] per event (kind 1: a host file opened, 2: a store file opened,
- * 3: a store file created and opened read-write, 4: a chunked
- * store file opened read-only, its reads served in C, 0: a direct handle released): each is applied like the JS operation; a failure is logged
- * (toErrno), never thrown.
+ * 3: a store file created and opened read-write, 4: a chunked store file opened
+ * read-only, its reads served in C, 0: a direct handle released): each is applied like
+ * the JS operation; a failure is logged (toErrno), never thrown.
  */
 export function nativeEvents (ov: Overlay): (events: Float64Array) => void {
   return (ev) => {

@@ -9,9 +9,9 @@
  * Options always set: default_permissions (the kernel checks permissions against the
  * attributes we report, exactly as for a local file system), use_ino (our inode numbers),
  * big_writes + max_write (writes arrive in pieces of up to 1 MiB, not 4 KiB: 1 MiB needs
- * protocol 7.28, which patched fuse-native negotiates for libfuse 2.9; else 128 KiB), atomic_o_trunc
- * (O_TRUNC arrives with the open, instead of as a separate truncate request first: one
- * round trip less per truncating open), nosuid, nodev.
+ * protocol 7.28, which patched fuse-native negotiates for libfuse 2.9; else 128 KiB),
+ * atomic_o_trunc (O_TRUNC arrives with the open, instead of as a separate truncate request
+ * first: one round trip less per truncating open), nosuid, nodev.
  * Not hard_remove: with it, libfuse 2.9 answers fstat/fchmod/futimens of an unlinked open
  * file with ENOENT (the kernel sends no handle for them, and libfuse has no path). Without
  * it, libfuse renames such a file to `.fuse_hidden*`; the overlay turns that rename into a

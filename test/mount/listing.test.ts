@@ -347,7 +347,9 @@ mtest('chmod, chown, utimens and fstat of a file made in the sandbox, in a direc
   hostUnchanged(t, m)
 })
 
-mtest('a file created in a directory made in the sandbox is made in C as JS would make it: owner, setgid group, O_EXCL, and its handle works for every operation', async (t) => {
+/** A traced mount with made/ and made/g (set-gid, group 4321, open to all) made in the
+ *  sandbox, reachable by uid 65534; the trace so far is consumed. */
+async function setgidMount (t: ExecutionContext): Promise<{ m: Mount, jsOps: () => string[] }> {
   const { m, jsOps } = await tracedMount(t)
   fs.mkdirSync(m.m('made'))
   fs.mkdirSync(m.m('made/g'))
@@ -355,6 +357,11 @@ mtest('a file created in a directory made in the sandbox is made in C as JS woul
   fs.chmodSync(m.m('made/g'), 0o2777)
   fs.chmodSync(m.root, 0o755) // let uid 65534 reach the mount point (not part of the host)
   jsOps()
+  return { m, jsOps }
+}
+
+mtest('a file created in a directory made in the sandbox is made in C as JS would make it: owner, setgid group, O_EXCL, and its handle works for every operation', async (t) => {
+  const { m, jsOps } = await setgidMount(t)
   // created by an unprivileged caller: owned by it, group from the setgid directory
   const r = asNobody(`umask 022; echo one > ${q(m.m('made/g/mine.txt'))} && stat -c "%u %g %a" ${q(m.m('made/g/mine.txt'))}`)
   t.is(r.stdout, '65534 4321 644\n', r.stderr)
@@ -400,13 +407,7 @@ mtest('a file created in a directory made in the sandbox is made in C as JS woul
 })
 
 mtest('mkdir, link and unlink in a directory made in the sandbox are made in C as JS would make them: owner, setgid, link counts, errors', async (t) => {
-  const { m, jsOps } = await tracedMount(t)
-  fs.mkdirSync(m.m('made'))
-  fs.mkdirSync(m.m('made/g'))
-  fs.chownSync(m.m('made/g'), 0, 4321)
-  fs.chmodSync(m.m('made/g'), 0o2777)
-  fs.chmodSync(m.root, 0o755) // let uid 65534 reach the mount point (not part of the host)
-  jsOps()
+  const { m, jsOps } = await setgidMount(t)
   // mkdir by an unprivileged caller: owned by it, group and set-gid bit from the parent
   const r = asNobody(`umask 022; mkdir ${q(m.m('made/g/sub'))} && stat -c "%u %g %a" ${q(m.m('made/g/sub'))}`)
   t.is(r.stdout, '65534 4321 2755\n', r.stderr)
