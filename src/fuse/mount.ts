@@ -11,7 +11,8 @@
  * big_writes + max_write (writes arrive in pieces of up to 1 MiB, not 4 KiB: 1 MiB needs
  * protocol 7.28, which patched fuse-native negotiates for libfuse 2.9; else 128 KiB),
  * atomic_o_trunc (O_TRUNC arrives with the open, instead of as a separate truncate request
- * first: one round trip less per truncating open), nosuid, nodev.
+ * first: one round trip less per truncating open), nosuid, nodev. Handles opened for
+ * writing only are direct (FOPEN_DIRECT_IO) on Linux 6.6+ (see setWriteDirect below).
  * Not hard_remove: with it, libfuse 2.9 answers fstat/fchmod/futimens of an unlinked open
  * file with ENOENT (the kernel sends no handle for them, and libfuse has no path). Without
  * it, libfuse renames such a file to `.fuse_hidden*`; the overlay turns that rename into a
@@ -24,6 +25,7 @@
  * Does not: know what the operations mean (handlers.ts, overlay/).
  */
 import fs from 'node:fs'
+import os from 'node:os'
 import { createRequire } from 'node:module'
 import { SiblingError } from '../errors.js'
 import type { Caller, Overlay } from '../overlay/overlay.js'
@@ -69,7 +71,7 @@ interface FuseInstance {
   dropHostDirs (path: string, subtree: boolean): void
   callerContext?: Uint32Array
 }
-type FuseCtor = (new (mnt: string, ops: object, opts: object) => FuseInstance) & { setMaxWrite: (bytes: number) => void, setPlus: (on: boolean) => void }
+type FuseCtor = (new (mnt: string, ops: object, opts: object) => FuseInstance) & { setMaxWrite: (bytes: number) => void, setPlus: (on: boolean) => void, setWriteDirect: (on: boolean) => void }
 
 /** The largest write request asked of the kernel (and of libfuse): 1 MiB, where the kernel
  *  allows it (patched fuse-native, setMaxWrite), else 128 KiB. */
@@ -100,6 +102,14 @@ export function loadFuse (): FuseCtor {
     })
   }
   return ctor
+}
+
+/** Whether the running kernel's release is at least major.minor. */
+export function kernelAtLeast (major: number, minor: number, release = os.release()): boolean {
+  const m = /^(\d+)\.(\d+)/.exec(release)
+  if (m === null) return false
+  const [ma, mi] = [Number(m[1]), Number(m[2])]
+  return ma > major || (ma === major && mi >= minor)
 }
 
 /** Whether `p` is a mount point, from /proc/self/mountinfo (field 5, octal-escaped). */
@@ -139,6 +149,11 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   // for libfuse 2.9 by patched fuse-native): `find` or `tar c` then asks nothing more per
   // entry. Not with zero timeouts, where the kernel could not keep what a listing told it.
   Fuse.setPlus(o.attrTimeout > 0 && o.entryTimeout > 0)
+  // Handles opened for writing only bypass the kernel's page cache (FOPEN_DIRECT_IO): what
+  // is written is copied once, into the store, not also into the mount's cache. Coherent
+  // for other handles only where a direct write drops the cached pages it overwrites
+  // (Linux 6.6 and later); on older kernels writes stay cached (write-through).
+  Fuse.setWriteDirect(kernelAtLeast(6, 6))
   let ctx: Uint32Array | undefined
   const caller = (): Caller => ctx !== undefined
     ? { uid: ctx[0], gid: ctx[1], pid: ctx[2] }

@@ -5,10 +5,12 @@
  */
 import crypto from 'node:crypto'
 import fs from 'node:fs'
+import os from 'node:os'
 import { execFile, spawn } from 'node:child_process'
 import { promisify } from 'node:util'
-import { errOf, storeInfo, useMount } from '../helpers/sandbox.js'
+import { errOf, sh, storeInfo, useMount } from '../helpers/sandbox.js'
 import { chunksId } from '../helpers/sparsekit.js'
+import { kernelAtLeast } from '../../src/fuse/mount.js'
 import { allocated, fixture, fuseHidden, hostUnchanged, lst, mtest, pattern, walk, writtenKind } from '../helpers/mountkit.js'
 
 mtest('the first write after an open for write copies up once; the sibling holds the bytes (origin data "store")', async (t) => {
@@ -253,6 +255,72 @@ mtest('a reader opened before a copy-up sees the written data (as on ext4)', asy
   const n = fs.readSync(r, b, 0, 20, 0)
   fs.closeSync(r)
   t.is(b.subarray(0, n).toString(), 'rewritten\n')
+  hostUnchanged(t, m)
+})
+
+/**
+ * Python (ctypes mmap + mincore): maps `p` read-only (a cached reader), reads it all, then
+ * for each [file offset, text] of `writes` writes it through a new O_WRONLY descriptor
+ * (opened with `flags`) and prints, as JSON, which of the first `pages` pages of the
+ * mapping are resident after the write and what the mapping and a pread of the reader show.
+ */
+function cachedReaderAcrossWriteOnly (p: string, pages: number, writes: Array<[number, string]>, flags = 'os.O_WRONLY'): Array<{ resident: number[], mapped: string, pread: string }> {
+  const py = [
+    'import ctypes, json, os',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'libc.mmap.restype = ctypes.c_void_p',
+    'libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]',
+    'libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]',
+    `p = ${JSON.stringify(p)}; N = ${pages} * 4096`,
+    'r = os.open(p, os.O_RDONLY)',
+    'a = libc.mmap(None, N, 1, 1, r, 0)',
+    'assert a not in (None, ctypes.c_void_p(-1).value), "mmap failed"',
+    'ctypes.string_at(a, N)',
+    'vec = ctypes.create_string_buffer(N // 4096)',
+    'def res():',
+    '  assert libc.mincore(a, N, vec) == 0',
+    '  return [b & 1 for b in vec.raw]',
+    'out = [{"resident": res(), "mapped": "", "pread": ""}]',
+    `for off, text in ${JSON.stringify(writes)}:`,
+    `  w = os.open(p, ${flags}); os.pwrite(w, text.encode(), off); os.close(w)`,
+    '  rs = res()',
+    '  out.append({"resident": rs, "mapped": ctypes.string_at(a + off, len(text)).decode(), "pread": os.pread(r, len(text), off).decode()})',
+    'print(json.dumps(out))'
+  ].join('\n')
+  const r = sh(`python3 -c '${py}'`)
+  if (r.status !== 0) throw new Error(`python3: ${r.stderr}`)
+  return JSON.parse(r.stdout)
+}
+
+mtest('a handle opened for writing only bypasses the mount\'s page cache; cached readers and mappings still see what it writes', async (t) => {
+  if (!kernelAtLeast(6, 6)) { t.pass(`kernel ${os.release()}: writes stay cached before Linux 6.6`); return }
+  const host = { 'data.bin': 'A'.repeat(16 * 4096) }
+  const m = await useMount(t, { host })
+  // A host file, opened for writing (copy-up in JS) while a reader maps it: the pages the
+  // write covers leave the cache (a cached write would have refreshed them in place), the
+  // others stay; the mapping and the reader show the new bytes.
+  const steps = cachedReaderAcrossWriteOnly(m.m('data.bin'), 16, [[0, 'B'.repeat(4 * 4096)], [8 * 4096 + 100, 'xyz']])
+  t.deepEqual(steps[0].resident, new Array(16).fill(1), 'the reader cached the whole file (the measure works)')
+  t.deepEqual(steps[1].resident, [0, 0, 0, 0, ...new Array(12).fill(1)], 'the written pages are not in the cache')
+  t.is(steps[1].mapped, 'B'.repeat(4 * 4096))
+  t.is(steps[1].pread, 'B'.repeat(4 * 4096))
+  t.is(steps[2].resident[8], 0)
+  t.is(steps[2].mapped, 'xyz')
+  t.is(steps[2].pread, 'xyz')
+  const want = 'B'.repeat(4 * 4096) + 'A'.repeat(4 * 4096 + 100) + 'xyz' + 'A'.repeat(8 * 4096 - 103)
+  t.is(fs.readFileSync(m.m('data.bin'), 'latin1'), want)
+  t.is(fs.readFileSync(m.u('data.bin'), 'latin1'), want, 'the store holds the written file')
+  // A file made in the sandbox (created in C): the same through its write-only handle.
+  fs.writeFileSync(m.m('made.bin'), 'M'.repeat(4 * 4096))
+  const made = cachedReaderAcrossWriteOnly(m.m('made.bin'), 4, [[4096, 'written']])
+  t.deepEqual(made[0].resident, [1, 1, 1, 1])
+  t.deepEqual(made[1].resident, [1, 0, 1, 1])
+  t.is(made[1].mapped, 'written')
+  t.is(fs.readFileSync(m.u('made.bin'), 'latin1'), 'M'.repeat(4096) + 'written' + 'M'.repeat(3 * 4096 - 7))
+  // Read-write handles stay cached (write-through): the page they write stays resident.
+  const rw = cachedReaderAcrossWriteOnly(m.m('made.bin'), 4, [[2 * 4096, 'rw']], 'os.O_RDWR')
+  t.is(rw[1].resident[2], 1, 'a read-write handle writes through the cache')
+  t.is(rw[1].mapped, 'rw')
   hostUnchanged(t, m)
 })
 
