@@ -70,6 +70,17 @@ export class ChunkRegistry {
     return file
   }
 
+  /**
+   * Takes over a ChunkFile just made for map `id` (by a copy-up or a create), so that the
+   * handle that follows opens nothing: it is kept in the idle set until acquired. A file
+   * already known under `id` wins; the newcomer is closed.
+   */
+  adopt (id: string, file: ChunkFile): void {
+    if (this.open.has(id) || this.idle.has(id)) { file.close(); return }
+    this.sizes.delete(id)
+    this.idle.set(id, file)
+  }
+
   release (id: string): void {
     const e = this.open.get(id)
     if (e === undefined) return

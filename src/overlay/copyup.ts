@@ -73,8 +73,9 @@ export interface CopyUpContext {
   /** Flags for reading host files: O_RDONLY|O_NOFOLLOW, plus O_NOATIME when root, so that
    *  reading through the sandbox does not even change the host's access times. */
   hostReadFlags: number
-  /** Chunked siblings: engine options, the shared cache, and where maps live. */
-  chunks: { opts: ChunkOptions, cache: ChunkCache, mapPath: (id: string) => string }
+  /** Chunked siblings: engine options, the shared cache, where maps live, and who takes
+   *  over the engine of a sibling just made (the registry: its first handle opens nothing). */
+  chunks: { opts: ChunkOptions, cache: ChunkCache, mapPath: (id: string) => string, adopt: (id: string, file: ChunkFile) => void }
 }
 
 export class CopyUp {
@@ -260,12 +261,22 @@ export class CopyUp {
     return crypto.randomBytes(12).toString('hex')
   }
 
-  /** Makes the new, empty regular file at `p` a chunked file (compressed stores). */
-  newChunked (p: string): void {
+  /**
+   * Makes the new, empty regular file at `p` a chunked file (compressed stores). Returns its
+   * engine, which the caller closes if the file is not committed, or hands to the registry
+   * (`adopt`) once it is.
+   */
+  newChunked (p: string): { id: string, file: ChunkFile } {
     const id = this.newMapId()
     const c = this.ctx.chunks
-    ChunkFile.create(p, c.mapPath(id), { size: 0, hostLimit: 0, host: null }, c.opts, c.cache, -1, 'at-fsync').close()
-    this.ctx.inodes.setChunks(p, fs.lstatSync(p, { bigint: true }), id)
+    const file = ChunkFile.create(p, c.mapPath(id), { size: 0, hostLimit: 0, host: null }, c.opts, c.cache, -1, 'at-fsync')
+    try {
+      this.ctx.inodes.setChunks(p, fs.lstatSync(p, { bigint: true }), id)
+    } catch (err) {
+      file.close()
+      throw err
+    }
+    return { id, file }
   }
 
   /**
@@ -285,17 +296,27 @@ export class CopyUp {
     const size = truncateTo0 ? 0 : Number(hst.size)
     const id = this.newMapId()
     const c = this.ctx.chunks
-    // The engine takes the host descriptor over (and closes it) once the map exists.
-    const create = (dataPath: string): void => {
+    // The engine takes the host descriptor over (and closes it) once the map exists. Once
+    // the sibling is committed, the registry takes the engine over, so that the handle
+    // waiting for this copy-up opens nothing again.
+    let made: ChunkFile | null = null
+    const create = (dataPath: string, dataFd = -1): void => {
       const fd = srcFd
       srcFd = -1
       try {
         // Not synced: a map lost to a power loss reads as the host original (STORE-FORMAT.md).
-        ChunkFile.create(dataPath, c.mapPath(id), { size, hostLimit: size, host }, c.opts, c.cache, fd, 'at-fsync').close()
+        made = ChunkFile.create(dataPath, c.mapPath(id), { size, hostLimit: size, host }, c.opts, c.cache, fd, 'at-fsync', dataFd)
       } catch (err) {
         fs.closeSync(fd)
         throw err
       }
+    }
+    const handOver = (): void => {
+      const file = made as ChunkFile | null
+      made = null
+      if (file === null) return
+      file.moved(up)
+      c.adopt(id, file)
     }
     try {
       if (ust !== null && ust.nlink > 1n) {
@@ -304,24 +325,30 @@ export class CopyUp {
         create(up)
         this.ctx.inodes.setChunks(up, ust, id)
         this.ctx.inodes.setOrigin(up, ust, { ...(origin as Origin), ...identity(hst), data: 'chunks' })
+        handOver()
         return
       }
       const tmp = this.tmp()
       try {
-        fs.closeSync(fs.openSync(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_WRONLY, 0o600))
-        create(tmp)
+        create(tmp, fs.openSync(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_RDWR | fs.constants.O_NOFOLLOW, 0o600))
         if (ust !== null) this.copyMeta(up, tmp, ust, { ...(origin as Origin), ...identity(hst), data: 'chunks' }, false)
         else this.copyMeta(dir.hostAt(name), tmp, hst, this.originOf(dir, name, hst, 'chunks'))
         this.ctx.inodes.setChunks(tmp, fs.lstatSync(tmp, { bigint: true }), id)
         fs.renameSync(tmp, up)
         if (ust !== null) this.ctx.inodes.forget(ust)
+        handOver()
       } catch (err) {
+        const file = made as ChunkFile | null
+        made = null
+        file?.close()
         fs.rmSync(tmp, { force: true })
         fs.rmSync(c.mapPath(id), { force: true })
         throw err
       }
     } finally {
       if (srcFd >= 0) fs.closeSync(srcFd)
+      const file = made as ChunkFile | null
+      file?.close() // the hard-linked case failed before its commit
     }
   }
 

@@ -148,7 +148,7 @@ export class Overlay {
     const mapPath = (id: string): string => at(this.mapsFd, id)
     this.copyup = new CopyUp({
       resolver: this.resolver, inodes: this.inodes, workFd: this.workFd, canChown: this.canChown, hostReadFlags: this.hostReadFlags,
-      chunks: { opts: chunkOpts, cache, mapPath }
+      chunks: { opts: chunkOpts, cache, mapPath, adopt: (id, file) => this.chunks.adopt(id, file) }
     })
     this.chunks = new ChunkRegistry({ opts: chunkOpts, cache, mapPath, openHost: (rel) => this.copyup.openHost(rel) })
     this.resolver.onChange = (p) => this.kernel.dirChanged(p, true)
@@ -731,17 +731,25 @@ export class Overlay {
       return this.open(p, flags)
     }
     let fd = -1
-    this.makeEntry(dir, name, caller, false, (q) => {
-      fd = fs.openSync(q, C.O_CREAT | C.O_EXCL | C.O_RDWR | C.O_NOFOLLOW | (flags & PASS_FLAGS), mode & 0o7777)
-      if (this.copyup.compress) {
-        try { this.copyup.newChunked(q) } catch (err) { fs.closeSync(fd); throw err }
-      }
-    })
+    let made: { id: string, file: ChunkFile } | null = null
+    try {
+      this.makeEntry(dir, name, caller, false, (q) => {
+        fd = fs.openSync(q, C.O_CREAT | C.O_EXCL | C.O_RDWR | C.O_NOFOLLOW | (flags & PASS_FLAGS), mode & 0o7777)
+        if (this.copyup.compress) {
+          try { made = this.copyup.newChunked(q) } catch (err) { fs.closeSync(fd); throw err }
+        }
+      })
+    } catch (err) {
+      (made as { file: ChunkFile } | null)?.file.close()
+      throw err
+    }
     const st = fs.fstatSync(fd, { bigint: true })
     const ino = this.inodes.map(Number(st.dev), Number(st.ino))
     if (!this.copyup.compress) return this.handles.add({ fd, chunks: null, flags, ino, layer: 'upper', hostKey: null, direct: true })
     fs.closeSync(fd)
     const up = dir.upperAt(name)
+    const m = made as { id: string, file: ChunkFile } | null
+    if (m !== null) { m.file.moved(up); this.chunks.adopt(m.id, m.file) } // its handle opens nothing again
     const chunks = this.acquireChunks(this.inodes.info(up, fs.lstatSync(up, { bigint: true })), up)
     return this.handles.add({ fd: -1, chunks, flags, ino, layer: 'upper', hostKey: null })
   }

@@ -183,10 +183,27 @@ function checkHost (host: HostIdentity | null): void {
   if (!ok) throw einval(`bad host identity ${JSON.stringify(host)}`)
 }
 
+const shared = new Map<number, { scratch: Buffer, cbuf: Buffer }>()
+
+/**
+ * The work buffers of chunk size `cs`, one pair per process: every call into a ChunkFile is
+ * synchronous and uses them only until it returns (what outlives a call, the cache's copy,
+ * is a copy), so the files of a mount can share them. A ChunkFile of its own each would
+ * cost 128 KiB per open or idle file, and a fresh allocation at every copy-up.
+ */
+function buffersFor (cs: number): { scratch: Buffer, cbuf: Buffer } {
+  let b = shared.get(cs)
+  if (b === undefined) {
+    b = { scratch: Buffer.alloc(cs), cbuf: Buffer.alloc(Math.max(compressLimit(cs), 64)) }
+    shared.set(cs, b)
+  }
+  return b
+}
+
 export class ChunkFile {
   /** Basename of the map file. */
   readonly id: string
-  readonly dataPath: string
+  private dataPathNow: string
   readonly mapPath: string
   /** Set when a read found the host file shorter than `hostLimit` (the missing bytes read as zeros): drift. The caller may reset it. */
   hostShort = false
@@ -205,9 +222,10 @@ export class ChunkFile {
   private readonly header: Buffer
   /** The map entries, in memory: entry c at 16*c; at least ceil(size/cs) of them. */
   private table: Buffer
-  /** One chunk of content (read-modify-write, verify). */
+  /** One chunk of content (read-modify-write, verify), and the compressed form of a chunk
+   *  (output of compression, input of decompression): shared by every ChunkFile of this
+   *  chunk size (see `buffersFor`). */
   private readonly scratch: Buffer
-  /** Compressed form of a chunk: output of compression, input of decompression. */
   private readonly cbuf: Buffer
   private readonly ebuf = Buffer.alloc(MAP_ENTRY_SIZE)
   private readonly hbuf = Buffer.alloc(MAP_HEADER_SIZE)
@@ -223,7 +241,7 @@ export class ChunkFile {
   private constructor (dataPath: string, mapPath: string, dataFd: number, mapFd: number, hostFd: number,
     header: Buffer, table: Buffer, opts: ChunkOptions, cache: ChunkCache) {
     this.id = path.basename(mapPath)
-    this.dataPath = dataPath
+    this.dataPathNow = dataPath
     this.mapPath = mapPath
     this.dataFd = dataFd
     this.mapFd = mapFd
@@ -244,19 +262,32 @@ export class ChunkFile {
           size: readU64(header, H_HSIZE),
           mtimeNs: header.readBigInt64LE(H_MTIME).toString()
         }
-    this.scratch = Buffer.alloc(this.cs)
-    this.cbuf = Buffer.alloc(Math.max(compressLimit(this.cs), 64))
+    const b = buffersFor(this.cs)
+    this.scratch = b.scratch
+    this.cbuf = b.cbuf
   }
 
   /**
    * Creates the map at mapPath (tmp + fsync + rename, crash-safe) for a file of logical size
    * `size` whose bytes below `hostLimit` (clamped to `size`) come from the host file `hostFd`
    * (may be -1 when hostLimit is 0). The data file `dataPath` must already exist, empty (the
-   * sibling itself in STORE/upper); it is opened O_RDWR. On success the ChunkFile owns
-   * hostFd (close() closes it); on failure the caller still does.
+   * sibling itself in STORE/upper); it is opened O_RDWR, unless the caller passes `dataFd`,
+   * a descriptor of it open O_RDWR, which the ChunkFile then owns (and closes on failure
+   * too). On success the ChunkFile owns hostFd (close() closes it); on failure the caller
+   * still does.
    */
   static create (dataPath: string, mapPath: string, init: { size: number, hostLimit: number, host: HostIdentity | null },
-    opts: ChunkOptions, cache: ChunkCache, hostFd: number, durability: 'now' | 'at-fsync' = 'now'): ChunkFile {
+    opts: ChunkOptions, cache: ChunkCache, hostFd: number, durability: 'now' | 'at-fsync' = 'now', dataFd = -1): ChunkFile {
+    try {
+      return ChunkFile.create1(dataPath, mapPath, init, opts, cache, hostFd, durability, dataFd)
+    } catch (err) {
+      if (dataFd >= 0) closeQuietly(dataFd)
+      throw err
+    }
+  }
+
+  private static create1 (dataPath: string, mapPath: string, init: { size: number, hostLimit: number, host: HostIdentity | null },
+    opts: ChunkOptions, cache: ChunkCache, hostFd: number, durability: 'now' | 'at-fsync', givenFd: number): ChunkFile {
     checkOptions(opts)
     if (!Number.isSafeInteger(init.size) || init.size < 0 || init.size > MAX_SIZE) throw einval(`bad size ${init.size}`)
     if (!Number.isSafeInteger(init.hostLimit) || init.hostLimit < 0) throw einval(`bad hostLimit ${init.hostLimit}`)
@@ -279,7 +310,7 @@ export class ChunkFile {
     }
     header.writeUInt32LE(checksum(header.subarray(0, H_CRC)), H_CRC)
 
-    const dataFd = fs.openSync(dataPath, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW)
+    const dataFd = givenFd >= 0 ? givenFd : fs.openSync(dataPath, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW)
     let mapFd = -1
     try {
       const st = fs.fstatSync(dataFd)
@@ -303,9 +334,10 @@ export class ChunkFile {
       const table = Buffer.alloc(Math.ceil(init.size / opts.chunkSize) * MAP_ENTRY_SIZE)
       const file = new ChunkFile(dataPath, mapPath, dataFd, mapFd, hostFd, header, table, opts, cache)
       file.mapNameDurable = durability === 'now'
+      file.tidied = true // a new map has nothing past its size
       return file
     } catch (err) {
-      closeQuietly(dataFd)
+      if (givenFd < 0) closeQuietly(dataFd)
       if (mapFd >= 0) closeQuietly(mapFd)
       throw err
     }
@@ -398,6 +430,13 @@ export class ChunkFile {
   }
 
   get size (): number { return this.sizeNow }
+
+  /** The data file's path, as given to create or open, or to `moved`; for messages. */
+  get dataPath (): string { return this.dataPathNow }
+
+  /** The data file got a new name (a copy-up's commit renames it into place): messages
+   *  name that. Nothing is reopened by path: the descriptors stay. */
+  moved (dataPath: string): void { this.dataPathNow = dataPath }
   get hostLimit (): number { return this.limitNow }
   get host (): HostIdentity | null { return this.hostId === null ? null : { ...this.hostId } }
   get chunkSize (): number { return this.cs }

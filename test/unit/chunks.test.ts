@@ -285,6 +285,48 @@ CONFIGS.forEach((cfg, i) => {
 
 const OPTS: ChunkOptions = { chunkSize: 4096, compress: false }
 
+test('files share their work buffers safely: interleaved partial writes and reads of several files, compressed or not', (t) => {
+  const rng = new Rng(BASE_SEED ^ 0x5eed)
+  const where = `SIBLINGFS_CHUNKS_SEED=${BASE_SEED}`
+  const cs = 4096
+  const dir = tmpdir(t)
+  const cache = new ChunkCache(0) // no cache: every partial write and read goes through the work buffers
+  const fileCount = 4
+  const size = 8 * cs
+  const open: ChunkFile[] = []
+  const models: Buffer[] = []
+  for (let i = 0; i < fileCount; i++) {
+    const host = path.join(dir, `host${i}`)
+    const hostBytes = data(rng, size)
+    fs.writeFileSync(host, hostBytes)
+    fs.writeFileSync(path.join(dir, `data${i}`), '')
+    const hostFd = fs.openSync(host, 'r')
+    open.push(ChunkFile.create(path.join(dir, `data${i}`), path.join(dir, `map${i}`), { size, hostLimit: size, host: identity(host) },
+      { chunkSize: cs, compress: i % 2 === 0 }, cache, hostFd))
+    models.push(Buffer.from(hostBytes))
+  }
+  t.teardown(() => { for (const f of open) f.close() })
+  for (let op = 0; op < 400; op++) {
+    const i = rng.int(fileCount)
+    const f = open[i]!
+    const len = 1 + rng.int(cs + 100) // mostly within a chunk: read-modify-write
+    const pos = rng.int(size - len)
+    if (rng.chance(0.5)) {
+      const buf = data(rng, len)
+      f.write(buf, len, pos)
+      buf.copy(models[i]!, pos)
+    } else {
+      const got = Buffer.alloc(len)
+      t.is(f.read(got, len, pos), len)
+      if (!got.equals(models[i]!.subarray(pos, pos + len))) t.fail(`${where}: op ${op}: file ${i} read(${len} @ ${pos}) differs`)
+    }
+  }
+  for (let i = 0; i < fileCount; i++) {
+    t.true(readAll(open[i]!).equals(models[i]!), `${where}: file ${i} differs at the end`)
+    t.deepEqual(open[i]!.verify(), [])
+  }
+})
+
 test('bytes beyond hostLimit, after a shrink and an extension, read as zeros', (t) => {
   const f = files(t)
   fs.writeFileSync(f.host, Buffer.alloc(10000, 0x68))
