@@ -296,60 +296,51 @@ export class CopyUp {
     const size = truncateTo0 ? 0 : Number(hst.size)
     const id = this.newMapId()
     const c = this.ctx.chunks
-    // The engine takes the host descriptor over (and closes it) once the map exists. Once
-    // the sibling is committed, the registry takes the engine over, so that the handle
-    // waiting for this copy-up opens nothing again.
-    let made: ChunkFile | null = null
-    const create = (dataPath: string, dataFd = -1): void => {
+    // The engine takes the host descriptor over (and closes it) once the map exists.
+    const create = (dataPath: string, dataFd = -1): ChunkFile => {
       const fd = srcFd
       srcFd = -1
       try {
         // Not synced: a map lost to a power loss reads as the host original (STORE-FORMAT.md).
-        made = ChunkFile.create(dataPath, c.mapPath(id), { size, hostLimit: size, host }, c.opts, c.cache, fd, 'at-fsync', dataFd)
+        return ChunkFile.create(dataPath, c.mapPath(id), { size, hostLimit: size, host }, c.opts, c.cache, fd, 'at-fsync', dataFd)
       } catch (err) {
         fs.closeSync(fd)
         throw err
       }
     }
-    const handOver = (): void => {
-      const file = made as ChunkFile | null
-      made = null
-      if (file === null) return
-      file.moved(up)
-      c.adopt(id, file)
-    }
+    let made: ChunkFile | null = null
     try {
       if (ust !== null && ust.nlink > 1n) {
         // Hard-linked metadata-only sibling: map, marker, then the origin flip (commit).
         fs.truncateSync(up, 0)
-        create(up)
+        made = create(up)
         this.ctx.inodes.setChunks(up, ust, id)
         this.ctx.inodes.setOrigin(up, ust, { ...(origin as Origin), ...identity(hst), data: 'chunks' })
-        handOver()
-        return
+      } else {
+        const tmp = this.tmp()
+        try {
+          made = create(tmp, fs.openSync(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_RDWR | fs.constants.O_NOFOLLOW, 0o600))
+          if (ust !== null) this.copyMeta(up, tmp, ust, { ...(origin as Origin), ...identity(hst), data: 'chunks' }, false)
+          else this.copyMeta(dir.hostAt(name), tmp, hst, this.originOf(dir, name, hst, 'chunks'))
+          this.ctx.inodes.setChunks(tmp, fs.lstatSync(tmp, { bigint: true }), id)
+          fs.renameSync(tmp, up)
+          if (ust !== null) this.ctx.inodes.forget(ust)
+        } catch (err) {
+          fs.rmSync(tmp, { force: true })
+          fs.rmSync(c.mapPath(id), { force: true })
+          throw err
+        }
       }
-      const tmp = this.tmp()
-      try {
-        create(tmp, fs.openSync(tmp, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_RDWR | fs.constants.O_NOFOLLOW, 0o600))
-        if (ust !== null) this.copyMeta(up, tmp, ust, { ...(origin as Origin), ...identity(hst), data: 'chunks' }, false)
-        else this.copyMeta(dir.hostAt(name), tmp, hst, this.originOf(dir, name, hst, 'chunks'))
-        this.ctx.inodes.setChunks(tmp, fs.lstatSync(tmp, { bigint: true }), id)
-        fs.renameSync(tmp, up)
-        if (ust !== null) this.ctx.inodes.forget(ust)
-        handOver()
-      } catch (err) {
-        const file = made as ChunkFile | null
-        made = null
-        file?.close()
-        fs.rmSync(tmp, { force: true })
-        fs.rmSync(c.mapPath(id), { force: true })
-        throw err
-      }
+    } catch (err) {
+      made?.close()
+      throw err
     } finally {
       if (srcFd >= 0) fs.closeSync(srcFd)
-      const file = made as ChunkFile | null
-      file?.close() // the hard-linked case failed before its commit
     }
+    // Committed: the registry takes the engine over, so that the handle waiting for this
+    // copy-up opens nothing again.
+    made.moved(up)
+    c.adopt(id, made)
   }
 
   /** The stat of a host entry by host-relative path (parents opened without links), or null. */

@@ -731,7 +731,7 @@ export class Overlay {
       return this.open(p, flags)
     }
     let fd = -1
-    let made: { id: string, file: ChunkFile } | null = null
+    let made = null as { id: string, file: ChunkFile } | null // set inside makeEntry's callback
     try {
       this.makeEntry(dir, name, caller, false, (q) => {
         fd = fs.openSync(q, C.O_CREAT | C.O_EXCL | C.O_RDWR | C.O_NOFOLLOW | (flags & PASS_FLAGS), mode & 0o7777)
@@ -740,7 +740,7 @@ export class Overlay {
         }
       })
     } catch (err) {
-      (made as { file: ChunkFile } | null)?.file.close()
+      made?.file.close()
       throw err
     }
     const st = fs.fstatSync(fd, { bigint: true })
@@ -748,8 +748,7 @@ export class Overlay {
     if (!this.copyup.compress) return this.handles.add({ fd, chunks: null, flags, ino, layer: 'upper', hostKey: null, direct: true })
     fs.closeSync(fd)
     const up = dir.upperAt(name)
-    const m = made as { id: string, file: ChunkFile } | null
-    if (m !== null) { m.file.moved(up); this.chunks.adopt(m.id, m.file) } // its handle opens nothing again
+    if (made !== null) { made.file.moved(up); this.chunks.adopt(made.id, made.file) } // its handle opens nothing again
     const chunks = this.acquireChunks(this.inodes.info(up, fs.lstatSync(up, { bigint: true })), up)
     return this.handles.add({ fd: -1, chunks, flags, ino, layer: 'upper', hostKey: null })
   }
