@@ -72,6 +72,7 @@ export async function startDaemon (cfg: DaemonConfig): Promise<Daemon> {
     }
     await warmUp(sp.work, manifest.options)
     overlay.getattr('/') // resolves the root (descriptors, store records) before the first request
+    overlay.copyup.refill() // the files the first copy-up renames into place (work/ is clean now)
     mounted = await mountOverlay(overlay, cfg.mountpoint, { ...cfg.cache, allowOther: cfg.allowOther, debug: cfg.debug })
   } catch (err) {
     overlay?.close()

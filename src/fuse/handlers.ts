@@ -39,18 +39,21 @@ export type CallerSource = () => Caller
 
 /**
  * Opens and releases that patched fuse-native answered in C, handed over in order as
- * [kind, fh, dev, ino] per event (kind 1: a host file opened, 2: a store file opened,
- * 3: a store file created and opened read-write, 4: a chunked store file opened
- * read-only, its reads served in C, 0: a direct handle released): each is applied like
- * the JS operation; a failure is logged (toErrno), never thrown.
+ * [kind, fh, dev, ino, flags] per event (kind 1: a host file opened, 2: a store file
+ * opened, 3: a store file created and opened read-write, 4: a chunked store file opened
+ * read-only, its reads served in C, 5: a host file opened for writing with `flags`, every
+ * request on it answered here, 0: a direct handle released): each is applied like the JS
+ * operation; a failure is logged (toErrno), never thrown.
  */
 export function nativeEvents (ov: Overlay): (events: Float64Array) => void {
   return (ev) => {
-    for (let i = 0; i + 3 < ev.length; i += 4) {
-      const opened = ev[i] !== 0
-      if (opChannel.hasSubscribers) opChannel.publish({ op: opened ? (ev[i] === 3 ? 'create' : 'open') : 'release', path: null })
+    for (let i = 0; i + 4 < ev.length; i += 5) {
+      const kind = ev[i]
+      const opened = kind !== 0
+      if (opChannel.hasSubscribers) opChannel.publish({ op: opened ? (kind === 3 ? 'create' : 'open') : 'release', path: null })
       try {
-        if (opened) ov.adoptOpen(ev[i + 1], ev[i + 2], ev[i + 3], ev[i] === 1 ? 'host' : 'upper', ev[i] === 3, ev[i] === 4)
+        if (kind === 5) ov.adoptPending(ev[i + 1], ev[i + 2], ev[i + 3], ev[i + 4])
+        else if (opened) ov.adoptOpen(ev[i + 1], ev[i + 2], ev[i + 3], kind === 1 ? 'host' : 'upper', kind === 3, kind === 4)
         else ov.release(ev[i + 1])
       } catch (err) { toErrno(err, opened ? 'open' : 'release') }
     }

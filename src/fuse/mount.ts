@@ -57,6 +57,7 @@ interface FuseInstance {
   setEventHandler (handler: (events: Float64Array) => void): void
   takeEvents (): Float64Array
   setHostOpen (on: boolean, openFlags: number, maxSize: number): void
+  setPendingOpen (on: boolean): void
   setDirCache (on: boolean): void
   setStoreMeta (on: boolean, allowChown: boolean, xattrRule: boolean, allowTrusted: boolean): void
   setStoreCreate (on: boolean, chownToCaller: boolean): void
@@ -67,7 +68,7 @@ interface FuseInstance {
   serveChunked (fh: number, dataFd: number, mapFd: number, hostFd: number): boolean
   setMapsDir (fd: number): void
   setChunkedOpen (on: boolean): void
-  setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number, kind: number): boolean
+  setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number, kind: number, selfFd?: number): boolean
   dropHostDirs (path: string, subtree: boolean): void
   callerContext?: Uint32Array
 }
@@ -76,6 +77,9 @@ type FuseCtor = (new (mnt: string, ops: object, opts: object) => FuseInstance) &
 /** The largest write request asked of the kernel (and of libfuse): 1 MiB, where the kernel
  *  allows it (patched fuse-native, setMaxWrite), else 128 KiB. */
 const MAX_WRITE = 1 << 20
+
+/** fuse-native's setHostDir kinds (SFS_HD_HOST, SFS_HD_STORE, SFS_HD_MERGED). */
+const HOST_DIR_KIND = { host: 0, store: 1, merged: 2 } as const
 
 let ctor: FuseCtor | undefined
 
@@ -187,9 +191,12 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   // Directories that show only their host directory are listed in C (overlay.ts, KernelCache).
   ov.kernel = {
     invalidateInode: (ino, onlyShared) => { fuse.invalidateInode(ino, onlyShared) },
-    listedHostDir: (p, fd, base, selfIno, parentIno, kind) => { fuse.setHostDir(p, fd, base, selfIno, parentIno, kind === 'store' ? 1 : 0) },
+    listedHostDir: (p, fd, base, selfIno, parentIno, kind, selfFd) => { fuse.setHostDir(p, fd, base, selfIno, parentIno, HOST_DIR_KIND[kind], selfFd) },
     dirChanged: (p, subtree) => { fuse.dropHostDirs(p, subtree) }
   }
+  // A fresh sandbox's root lists only its host root: listing it once now lets lookups in it
+  // be answered in C from the start (until the sandbox makes its first entry there).
+  ov.readdir('/')
   // Closing a plain descriptor (a direct handle) is answered in C at once, and so is a
   // read-only open of a small host file in a directory listed from the host; JS learns of
   // both a moment later, in order, in batches (handlers.ts, nativeEvents), or at once when
@@ -208,6 +215,10 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   }
   const ho = ov.hostOpen
   fuse.setHostOpen(ho.maxSize > 0, ho.flags, ho.maxSize)
+  // ... and so is an open for writing of a host file there (without O_TRUNC): it copies
+  // nothing, so C opens the host file as JS would and hands every request on it to JS,
+  // whose first write makes the sibling (Overlay.open, adoptPending).
+  fuse.setPendingOpen(ho.maxSize > 0)
   // The kernel may keep the listings of directories listed in C, dropping one at every
   // change through the mount in it and at a new mtime (host changes: seen once the
   // directory's attributes or entry time out). With a zero timeout (strict), never.

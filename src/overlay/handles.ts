@@ -41,6 +41,9 @@ export interface Handle {
   hostKey: string | null
   /** A direct handle (see DIRECT_FH): its fh is DIRECT_FH | fd. */
   direct?: boolean
+  /** A direct handle whose requests the FUSE layer sends to JS (a pending writer it opened;
+   *  see `retarget`). */
+  forwarded?: boolean
   /** A chunked sibling opened outside JS (its descriptor is the data file, not the file's
    *  bytes): `chunks` is filled in when JS first reads through it (Overlay.engineOf). */
   engineLater?: boolean
@@ -133,6 +136,9 @@ export class HandleTable {
         // descriptor just stays open until release. If it cannot be marked, the reader
         // keeps the original, as before.
         if (h.chunks !== null && !this.forward(old, true)) continue
+        // A pending writer opened outside JS, now on a plain sibling: C may serve it, as it
+        // serves a writer JS opens on one.
+        if (h.chunks === null && h.forwarded === true) { this.forward(old, false); h.forwarded = false }
       } else if (old >= 0) {
         fs.closeSync(old)
       }

@@ -89,6 +89,12 @@ export class InodeTable {
     this.infos.delete(infoKey(st))
   }
 
+  /** Records what the caller just wrote as the markers of the upper inode with stat `st`
+   *  (a sibling it made), so that the next look at it reads no xattr. */
+  prime (st: fs.BigIntStats, info: UpperInfo): void {
+    this.infos.set(infoKey(st), info)
+  }
+
   /** Forgets the cached markers of an upper inode that is gone or replaced. */
   forget (st: fs.BigIntStats): void {
     this.infos.delete(infoKey(st))

@@ -27,7 +27,7 @@ import { ChunkRegistry } from './chunkreg.js'
 import { CopyUp } from './copyup.js'
 import { DIRECT_FH, HandleTable, type Handle } from './handles.js'
 import { InodeTable, type UpperInfo } from './inodes.js'
-import { Resolver, at, isWhiteout, lstatOrNull, splitPath, type DirNode } from './resolve.js'
+import { Resolver, at, isWhiteout, joinPath, lstatOrNull, splitPath, type DirNode } from './resolve.js'
 
 const C = fs.constants
 const O_ACCMODE = 3
@@ -92,8 +92,11 @@ export interface KernelCache {
    * (no origin records, no whiteouts). Its readdir (and lookups in it) may be answered from
    * that directory from now on, with inode numbers base + ino and `selfIno`/`parentIno` for
    * '.' and '..' (fuse-native's setHostDir), until `dirChanged` for it or an ancestor.
+   * 'merged': a directory whose store copy is empty lists exactly its host directory `fd`,
+   * as 'host' does, but its own attributes are the store copy's: `selfFd`'s with link count
+   * 1 (as `attrOf` shows a directory with an origin), or, with -1, asked of the overlay.
    */
-  listedHostDir (p: string, fd: number, base: number, selfIno: number, parentIno: number, kind: 'host' | 'store'): void
+  listedHostDir (p: string, fd: number, base: number, selfIno: number, parentIno: number, kind: 'host' | 'store' | 'merged', selfFd?: number): void
   /** What `p` (and with `subtree`, the directories below it) list may change. */
   dirChanged (p: string, subtree: boolean): void
 }
@@ -151,7 +154,7 @@ export class Overlay {
       chunks: { opts: chunkOpts, cache, mapPath, adopt: (id, file) => this.chunks.adopt(id, file) }
     })
     this.chunks = new ChunkRegistry({ opts: chunkOpts, cache, mapPath, openHost: (rel) => this.copyup.openHost(rel) })
-    this.resolver.onChange = (p) => this.kernel.dirChanged(p, true)
+    this.resolver.onChange = (p, subtree) => this.kernel.dirChanged(p, subtree)
     this.initRoot()
     this.replayIntents()
   }
@@ -168,6 +171,7 @@ export class Overlay {
   }
 
   close (): void {
+    this.copyup.close()
     this.handles.closeAll()
     this.chunks.closeAll()
     this.resolver.close()
@@ -335,8 +339,14 @@ export class Overlay {
         out.inos.push(this.inodes.map(dev, ino))
         out.modes.push(mode)
       }
-      // Only the host's entries, all typed: the next listings can come from the host directly.
-      if (!node.hasUpper && typed) this.kernel.listedHostDir(p, node.hostFd, this.inodes.map(dev, 0), node.ino, parentIno, 'host')
+      // Only the host's entries, all typed: the next listings can come from the host directly
+      // (also with an empty store copy, until its first entry: Resolver.entering).
+      if (typed && !node.hasUpper) this.kernel.listedHostDir(p, node.hostFd, this.inodes.map(dev, 0), node.ino, parentIno, 'host')
+      else if (typed && seen.size === 0 && this.resolver.markEmptyUpper(p)) {
+        const self = node.upperSelf
+        const withOrigin = this.inodes.origin(self, fs.lstatSync(self, { bigint: true })) !== null
+        this.kernel.listedHostDir(p, node.hostFd, this.inodes.map(dev, 0), node.ino, parentIno, 'merged', withOrigin ? node.upperFd : -1)
+      }
     }
     return out
   }
@@ -442,9 +452,9 @@ export class Overlay {
     const finish = (): void => {
       if (h.layer !== 'pending') return // another write on this handle got there first
       const up = f.dir.upperAt(f.name)
-      this.retarget(key, up, this.inodes.info(up, fs.lstatSync(up, { bigint: true })))
+      this.retarget(key, up, this.inodes.info(up, fs.lstatSync(up, { bigint: true })), p)
     }
-    const pending = this.copyup.data(f.dir, f.name, false)
+    const pending = this.copyup.data(f.dir, f.name, false, f.layer === 'host' ? f.st : undefined)
     if (pending === null) { finish(); return }
     return pending.then(finish)
   }
@@ -467,16 +477,16 @@ export class Overlay {
       return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${o.dev}:${o.ino}`, direct: allowDirect })
     }
     if (info.chunks !== null) {
-      return this.handles.add({ fd: -1, chunks: this.acquireChunks(info, f.path), flags: C.O_RDONLY, ino: attr.ino, layer: 'upper', hostKey: null })
+      return this.handles.add({ fd: -1, chunks: this.acquireChunks(info, f.path, joinPath(f.dir.path, f.name)), flags: C.O_RDONLY, ino: attr.ino, layer: 'upper', hostKey: null })
     }
     const fd = fs.openSync(f.path, C.O_RDONLY | C.O_NOFOLLOW)
     return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'upper', hostKey: null, direct: allowDirect })
   }
 
-  /** The shared chunk engine of a chunked upper file, with a reference for a handle. */
-  private acquireChunks (info: UpperInfo, dataPath: string): { id: string, file: ChunkFile, label: string } {
+  /** The shared chunk engine of a chunked upper file, with a reference for a handle;
+   *  `label` is its path in the view, for messages. */
+  private acquireChunks (info: UpperInfo, dataPath: string, label: string): { id: string, file: ChunkFile, label: string } {
     const id = info.chunks as string
-    const label = this.viewPath(dataPath)
     try {
       return { id, file: this.chunks.acquire(id, dataPath, info.origin, label), label }
     } catch (err) {
@@ -512,21 +522,21 @@ export class Overlay {
     const ino = o !== null ? this.inodes.map(o.dev, o.ino) : this.inodes.map(Number(st.dev), Number(st.ino))
     let h: Handle
     if (info.chunks !== null) {
-      const chunks = this.acquireChunks(info, up)
+      const chunks = this.acquireChunks(info, up, joinPath(dir.path, name))
       if ((flags & C.O_TRUNC) !== 0 && chunks.file.size !== 0) chunks.file.truncate(0)
       h = { fd: -1, chunks, flags, ino, layer: 'upper', hostKey: null }
     } else {
       h = { fd: fs.openSync(up, C.O_RDWR | C.O_NOFOLLOW | (flags & (PASS_FLAGS | C.O_TRUNC))), chunks: null, flags, ino, layer: 'upper', hostKey: null, direct: true }
     }
-    if (o !== null) this.retarget(`${o.dev}:${o.ino}`, up, info)
+    if (o !== null) this.retarget(`${o.dev}:${o.ino}`, up, info, joinPath(dir.path, name))
     return this.handles.add(h)
   }
 
   /** Points every handle on host original `key` at the sibling `up`: handles waiting to
    *  write get it read-write, readers read-only. */
-  private retarget (key: string, up: string, info: UpperInfo): void {
+  private retarget (key: string, up: string, info: UpperInfo, label: string): void {
     this.handles.retarget(key, (r) => {
-      if (info.chunks !== null) r.chunks = this.acquireChunks(info, up)
+      if (info.chunks !== null) r.chunks = this.acquireChunks(info, up, label)
       else if (r.layer === 'pending') r.fd = fs.openSync(up, C.O_RDWR | C.O_NOFOLLOW | (r.flags & PASS_FLAGS))
       else r.fd = fs.openSync(up, C.O_RDONLY | C.O_NOFOLLOW)
     })
@@ -593,6 +603,15 @@ export class Overlay {
     if (got !== fh) fail('EIO', `adopted handle ${fh} became ${got}`)
   }
 
+  /** An open for writing (`flags`, no O_TRUNC) of host file (dev, ino) that the FUSE layer
+   *  answered itself (hostOpen): a read-only direct handle on the host file whose requests
+   *  all come here (forwarded), registered as the pending handle `open` would have made. */
+  adoptPending (fh: number, dev: number, ino: number, flags: number): void {
+    const fd = fh & ~DIRECT_FH
+    const got = this.handles.add({ fd, chunks: null, flags, ino: this.inodes.map(dev, ino), layer: 'pending', hostKey: `${dev}:${ino}`, direct: true, forwarded: true })
+    if (got !== fh) fail('EIO', `adopted handle ${fh} became ${got}`)
+  }
+
   /**
    * Whether handle `h` reads through a chunk engine that it has just been given: a chunked
    * sibling the FUSE layer opened gets its engine only when JS must read through it (what C
@@ -610,7 +629,7 @@ export class Overlay {
       const a = fs.fstatSync(h.fd)
       const b = fs.lstatSync(dataPath)
       if (a.dev !== b.dev || a.ino !== b.ino) fail('EIO', 'it moved while being opened')
-      h.chunks = this.acquireChunks({ origin: null, chunks: id.toString('utf8') }, dataPath)
+      h.chunks = this.acquireChunks({ origin: null, chunks: id.toString('utf8') }, dataPath, this.viewPath(dataPath))
       h.engineLater = false
       return true
     } catch (err) {
@@ -639,15 +658,15 @@ export class Overlay {
     if (f.st.isDirectory()) fail('EISDIR', p)
     if (!f.st.isFile()) fail('EINVAL', p)
     const pending = this.copyup.data(f.dir, f.name, size === 0)
-    if (pending === null) { this.truncateUpper(f.dir.upperAt(f.name), size); return }
-    return pending.then(() => this.truncateUpper(f.dir.upperAt(f.name), size))
+    if (pending === null) { this.truncateUpper(f.dir.upperAt(f.name), size, p); return }
+    return pending.then(() => this.truncateUpper(f.dir.upperAt(f.name), size, p))
   }
 
-  private truncateUpper (up: string, size: number): void {
+  private truncateUpper (up: string, size: number, label: string): void {
     const st = fs.lstatSync(up, { bigint: true })
     const info = this.inodes.info(up, st)
     if (info.chunks === null) { fs.truncateSync(up, size); return }
-    const c = this.acquireChunks(info, up)
+    const c = this.acquireChunks(info, up, label)
     try { c.file.truncate(size) } finally { this.chunks.release(c.id) }
   }
 
@@ -749,7 +768,7 @@ export class Overlay {
     fs.closeSync(fd)
     const up = dir.upperAt(name)
     if (made !== null) { made.file.moved(up); this.chunks.adopt(made.id, made.file) } // its handle opens nothing again
-    const chunks = this.acquireChunks(this.inodes.info(up, fs.lstatSync(up, { bigint: true })), up)
+    const chunks = this.acquireChunks(this.inodes.info(up, fs.lstatSync(up, { bigint: true })), up, p)
     return this.handles.add({ fd: -1, chunks, flags, ino, layer: 'upper', hostKey: null })
   }
 

@@ -183,6 +183,13 @@ function checkHost (host: HostIdentity | null): void {
   if (!ok) throw einval(`bad host identity ${JSON.stringify(host)}`)
 }
 
+/**
+ * Files the caller made ahead for `ChunkFile.create`, open read-write and empty: `data` (at
+ * dataPath) and `map` (at mapPath; 'at-fsync' only). The new engine owns them; on failure
+ * they are closed (not removed: the caller made them).
+ */
+export interface GivenFds { data?: number, map?: number }
+
 const shared = new Map<number, { scratch: Buffer, cbuf: Buffer }>()
 
 /**
@@ -277,17 +284,19 @@ export class ChunkFile {
    * still does.
    */
   static create (dataPath: string, mapPath: string, init: { size: number, hostLimit: number, host: HostIdentity | null },
-    opts: ChunkOptions, cache: ChunkCache, hostFd: number, durability: 'now' | 'at-fsync' = 'now', dataFd = -1): ChunkFile {
+    opts: ChunkOptions, cache: ChunkCache, hostFd: number, durability: 'now' | 'at-fsync' = 'now', given: GivenFds = {}): ChunkFile {
     try {
-      return ChunkFile.create1(dataPath, mapPath, init, opts, cache, hostFd, durability, dataFd)
+      return ChunkFile.create1(dataPath, mapPath, init, opts, cache, hostFd, durability, given.data ?? -1, given.map ?? -1)
     } catch (err) {
-      if (dataFd >= 0) closeQuietly(dataFd)
+      if (given.data !== undefined && given.data >= 0) closeQuietly(given.data)
+      if (given.map !== undefined && given.map >= 0) closeQuietly(given.map)
       throw err
     }
   }
 
   private static create1 (dataPath: string, mapPath: string, init: { size: number, hostLimit: number, host: HostIdentity | null },
-    opts: ChunkOptions, cache: ChunkCache, hostFd: number, durability: 'now' | 'at-fsync', givenFd: number): ChunkFile {
+    opts: ChunkOptions, cache: ChunkCache, hostFd: number, durability: 'now' | 'at-fsync', givenFd: number, givenMapFd: number): ChunkFile {
+    if (givenMapFd >= 0 && durability === 'now') throw einval('a map made ahead cannot be made durable by rename')
     checkOptions(opts)
     if (!Number.isSafeInteger(init.size) || init.size < 0 || init.size > MAX_SIZE) throw einval(`bad size ${init.size}`)
     if (!Number.isSafeInteger(init.hostLimit) || init.hostLimit < 0) throw einval(`bad hostLimit ${init.hostLimit}`)
@@ -311,7 +320,7 @@ export class ChunkFile {
     header.writeUInt32LE(checksum(header.subarray(0, H_CRC)), H_CRC)
 
     const dataFd = givenFd >= 0 ? givenFd : fs.openSync(dataPath, fs.constants.O_RDWR | fs.constants.O_NOFOLLOW)
-    let mapFd = -1
+    let mapFd = givenMapFd
     try {
       const st = fs.fstatSync(dataFd)
       if (!st.isFile()) throw einval(`${dataPath} is not a regular file`)
@@ -324,7 +333,8 @@ export class ChunkFile {
       // the map before the caller commits the sibling, so no temp name is needed.
       // 'now': temp file, fsync, rename, fsync of maps/.
       const tmp = durability === 'now' ? mapPath + '.tmp' : mapPath
-      mapFd = fs.openSync(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o644)
+      if (mapFd < 0) mapFd = fs.openSync(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o644)
+      else if (fs.fstatSync(mapFd).size !== 0) throw einval(`the map made ahead for ${mapPath} is not empty`)
       pwriteFull(mapFd, header, 0, MAP_HEADER_SIZE, 0)
       if (durability === 'now') {
         fs.fsyncSync(mapFd)
@@ -338,7 +348,7 @@ export class ChunkFile {
       return file
     } catch (err) {
       if (givenFd < 0) closeQuietly(dataFd)
-      if (mapFd >= 0) closeQuietly(mapFd)
+      if (mapFd >= 0 && mapFd !== givenMapFd) closeQuietly(mapFd)
       throw err
     }
   }

@@ -331,6 +331,10 @@ export function storeLockedBy (root: string): number | undefined {
   return undefined
 }
 
+/** Prefix of the empty files a mounted daemon keeps in work/ for its next copy-up
+ *  (STORE-FORMAT.md): no operation's leftovers. */
+export const SPARE_PREFIX = 'spare-'
+
 /** Empties work/: what is there belongs to operations a killed daemon never finished. */
 export function cleanWork (root: string): number {
   const work = storePaths(root).work

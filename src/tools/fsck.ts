@@ -16,7 +16,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { SiblingError, isCode } from '../errors.js'
 import { ChunkCache, ChunkFile } from '../store/chunks.js'
-import { XATTR, parseOrigin, readManifest, storeLockedBy, storePaths, cleanWork, type Manifest } from '../store/format.js'
+import { SPARE_PREFIX, XATTR, parseOrigin, readManifest, storeLockedBy, storePaths, cleanWork, type Manifest } from '../store/format.js'
 import { lgetxattr } from '../sys/native.js'
 import { Overlay } from '../overlay/overlay.js'
 import { sameHost } from '../overlay/chunkreg.js'
@@ -58,7 +58,7 @@ export function fsckStore (store: string, repair: boolean): FsckReport {
   }
   if (!fs.existsSync(man.host)) findings.push({ severity: 'error', path: man.host, message: 'the host tree this store belongs to is gone' })
 
-  const leftovers = fs.existsSync(sp.work) ? fs.readdirSync(sp.work) : []
+  const leftovers = fs.existsSync(sp.work) ? fs.readdirSync(sp.work).filter(n => !n.startsWith(SPARE_PREFIX)) : []
   if (leftovers.length > 0) {
     if (repair && fs.existsSync(man.host)) {
       // The overlay replays intents at construction; then work/ is emptied as at mount.

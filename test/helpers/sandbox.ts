@@ -169,6 +169,14 @@ export async function useMount (t: ExecutionContext, o: MountOptions = {}): Prom
 }
 
 /** The errno name a sync fs call throws, or 'OK'. */
+/**
+ * What STORE/work/ holds, but the empty files a mounted daemon keeps there for its next
+ * copy-up (`spare-*`, STORE-FORMAT.md): after a clean run, nothing.
+ */
+export function workEntries (store: string): string[] {
+  return fs.readdirSync(path.join(store, 'work')).filter(n => !n.startsWith('spare-'))
+}
+
 export function errOf (fn: () => unknown): string {
   try { fn(); return 'OK' } catch (e) { return (e as NodeJS.ErrnoException).code ?? String(e) }
 }

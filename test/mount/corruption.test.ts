@@ -15,7 +15,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import crypto from 'node:crypto'
 import type { ExecutionContext } from 'ava'
-import { errOf, hashTree, startMount, useMount, type Mount } from '../helpers/sandbox.js'
+import { errOf, hashTree, startMount, useMount, workEntries, type Mount } from '../helpers/sandbox.js'
 import { mtest } from '../helpers/mountkit.js'
 import { cli } from '../helpers/progkit.js'
 import {
@@ -242,7 +242,7 @@ for (const cfg of STORE_CONFIGS) {
     t.true((rep.json?.findings ?? []).every(x => x.severity === 'fixed'))
     t.false(fs.existsSync(path.join(m.store, 'maps', dangling)), 'the dangling map is removed')
     t.true(fs.existsSync(path.join(m.store, 'maps', id)), 'the map in use is kept')
-    t.deepEqual(fs.readdirSync(path.join(m.store, 'work')), [], 'work/ is empty')
+    t.deepEqual(workEntries(m.store), [], 'work/ is empty')
     const clean = fsckText(m.store)
     t.is(clean.status, 0, clean.stdout)
     t.regex(clean.stdout, /clean/)

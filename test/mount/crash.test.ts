@@ -18,7 +18,7 @@ import test, { type ExecutionContext } from 'ava'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
-import { fuseAvailable, hashTree, isMounted, startMount, storeInfo, type Mount, type TreeNode } from '../helpers/sandbox.js'
+import { fuseAvailable, hashTree, isMounted, startMount, storeInfo, workEntries, type Mount, type TreeNode } from '../helpers/sandbox.js'
 import { pattern } from '../helpers/mountkit.js'
 import { freshDirs, killPid, lazyUnmount, mulberry32, sleep, waitExit } from '../helpers/progkit.js'
 
@@ -294,7 +294,7 @@ async function crashRun (t: ExecutionContext, how: { delayMs?: number, afterBig?
   // remount the same store
   const m2 = await startMount({ dirs })
   t.teardown(m2.cleanup)
-  t.deepEqual(fs.readdirSync(path.join(dirs.store, 'work')), [], 'work/ is empty after the remount')
+  t.deepEqual(workEntries(dirs.store), [], 'work/ is empty after the remount')
   verify(t, m2, ops, seed)
   // the store is usable: change things again, and stop cleanly
   fs.writeFileSync(m2.m('after.txt'), 'after\n')

@@ -297,11 +297,11 @@ mtest('strict settings (timeouts 0): the kernel keeps no listing', async (t) => 
 const OPTRACE = path.join(__dirname, '..', 'helpers', 'optrace.js')
 
 /** A mount whose daemon logs every operation that reaches JavaScript (helpers/optrace.ts). */
-async function tracedMount (t: ExecutionContext): Promise<{ m: Mount, jsOps: () => string[] }> {
+async function tracedMount (t: ExecutionContext, host = tree()): Promise<{ m: Mount, jsOps: () => string[] }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'siblingfs-oplog-'))
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
   const log = path.join(dir, 'ops')
-  const m = await useMount(t, { host: tree(), env: { NODE_OPTIONS: `--require ${OPTRACE}`, SIBLINGFS_OPLOG: log } })
+  const m = await useMount(t, { host, env: { NODE_OPTIONS: `--require ${OPTRACE}`, SIBLINGFS_OPLOG: log } })
   let seen = 0
   return {
     m,
@@ -535,4 +535,90 @@ mtest('getxattr of entries of directories served in C is answered in C with what
   t.false(fs.existsSync(m.u('a')), 'reading attributes copied nothing up')
   t.is(lgetxattr(m.h('a/one.txt'), 'user.color')?.toString(), 'blue')
   t.is(hashTree(m.host), hostHash, 'the host tree must not change')
+})
+
+mtest('a fresh sandbox\'s root, and a directory whose store copy is empty, are answered in C until their first entry; after it, every change shows at once', async (t) => {
+  const { m, jsOps } = await tracedMount(t, { ...tree(), 'top.txt': 'top\n', 'gone.txt': 'g\n' })
+  t.deepEqual(fs.readdirSync(m.u('')), [], 'fresh: the store\'s root is empty')
+  jsOps()
+  // Lookups, stats and reads of the root's entries: no request reaches JS (root listed at mount).
+  const r = sh(`stat -c %s ${q(m.m('top.txt'))} && cat ${q(m.m('top.txt'))} && stat ${q(m.m('nope'))} 2>&1; ls -d ${q(m.m('a'))}`)
+  t.is(r.stdout.split('\n')[0], '4', r.stderr)
+  t.regex(r.stdout, /No such file or directory/)
+  // (C's opens and releases reach JS later as events, with no path: 'open -', 'release -')
+  t.deepEqual(jsOps().filter(l => l !== 'getattr /' && !l.endsWith(' -')), [], 'the root\'s entries were answered in C')
+  sameAsHost(t, m, 'top.txt')
+  // A directory that only got a store copy of itself (chmod): its own mode is the store
+  // copy's, its entries still the host's, answered in C once listed.
+  fs.chmodSync(m.m('a'), 0o700)
+  t.deepEqual(fs.readdirSync(m.u('a')), [], 'chmod: an empty store copy of the directory')
+  t.deepEqual(ls(m, 'a'), ['.', '..', 'b', 'one.txt', 'two.txt'])
+  jsOps()
+  t.is(sh(`stat -c %s ${q(m.m('a/one.txt'))}`).stdout, '2\n')
+  t.deepEqual(jsOps(), [], 'entries of a directory with an empty store copy: answered in C')
+  t.is(sh(`stat -c %a ${q(m.m('a'))}`).stdout, '700\n', 'its own attributes stay the store copy\'s')
+  t.is(lst(m.m('a')).ino, lst(m.h('a')).ino)
+
+  // The first entry in each: a delete, a create, a copy-up. Each must show at once, also to
+  // lookups the kernel has to send again (dentries dropped: a global knob, see above).
+  const fresh = async (): Promise<void> => { await execFileP('bash', ['-c', 'echo 2 > /proc/sys/vm/drop_caches']) }
+  fs.rmSync(m.m('gone.txt'))
+  await fresh()
+  t.is(errOf(() => fs.statSync(m.m('gone.txt'))), 'ENOENT', 'a deleted root entry is gone for lookups')
+  t.false(ls(m, '').includes('gone.txt'), 'and for listings')
+  fs.rmSync(m.m('a/one.txt'))
+  await fresh()
+  t.is(errOf(() => fs.statSync(m.m('a/one.txt'))), 'ENOENT', 'a deleted entry of the chmod\'ed directory is gone')
+  t.deepEqual(ls(m, 'a'), ['.', '..', 'b', 'two.txt'])
+  fs.writeFileSync(m.m('new.txt'), 'new\n')
+  fs.appendFileSync(m.m('top.txt'), 'more\n')
+  await fresh()
+  t.is(fs.readFileSync(m.m('new.txt'), 'utf8'), 'new\n')
+  t.is(sh(`stat -c %s ${q(m.m('top.txt'))}`).stdout, '9\n', 'a copied-up root entry shows its new size')
+  t.deepEqual(ls(m, ''), ['.', '..', 'a', 'new.txt', 'other', 'top.txt'])
+  // store: the whiteouts, the new file, the sibling; host: untouched
+  t.true(storeInfo(m.u('gone.txt')).whiteout)
+  t.true(storeInfo(m.u('a/one.txt')).whiteout)
+  t.is(fs.readFileSync(m.u('new.txt'), 'utf8'), 'new\n')
+  t.is(fs.readFileSync(m.u('top.txt'), 'utf8'), 'top\nmore\n')
+  hostUnchanged(t, m)
+})
+
+mtest('an open for writing of a host file in a listed directory is answered in C; reads go to the host, the first write (in JS) makes the sibling, and every handle follows', async (t) => {
+  const { m, jsOps } = await tracedMount(t, { ...tree(), 'w.txt': 'hello world\n', 'app.txt': 'a\n', 'keep.txt': 'keep\n' })
+  jsOps()
+  // All opened while the root lists only the host root (the first change there ends that).
+  const k = fs.openSync(m.m('keep.txt'), 'r+')
+  const r = fs.openSync(m.m('w.txt'), 'r')
+  const w = fs.openSync(m.m('w.txt'), 'r+')
+  const a = fs.openSync(m.m('app.txt'), 'a')
+  t.deepEqual(jsOps().filter(l => /^(open|create) \//.test(l)), [], 'no open reached JS with its path: all answered in C (JS learned of them as events)')
+  // opened for writing, read, never written: nothing copied
+  t.is(fs.readFileSync(k, 'utf8'), 'keep\n')
+  fs.closeSync(k)
+  t.false(storeInfo(m.u('keep.txt')).exists, 'an open for writing that never writes copies nothing')
+  // a reader and a read-write handle: the write moves both onto the sibling
+  const b = Buffer.alloc(5)
+  fs.readSync(w, b, 0, 5, 0)
+  t.is(b.toString(), 'hello', 'reads through the writer before its first write: the host bytes')
+  t.false(storeInfo(m.u('w.txt')).exists)
+  fs.writeSync(w, 'HELLO', 0)
+  t.is(fs.readFileSync(m.m('w.txt'), 'utf8'), 'HELLO world\n')
+  const rb = Buffer.alloc(12)
+  fs.readSync(r, rb, 0, 12, 0)
+  t.is(rb.toString(), 'HELLO world\n', 'the reader opened before the write sees it')
+  fs.readSync(w, b, 0, 5, 6)
+  t.is(b.toString(), 'world', 'the writer reads the sibling')
+  fs.closeSync(w)
+  fs.closeSync(r)
+  // O_APPEND is kept
+  fs.writeSync(a, 'b\n')
+  fs.closeSync(a)
+  t.is(fs.readFileSync(m.m('app.txt'), 'utf8'), 'a\nb\n')
+  // store: the two siblings, nothing for the file never written; host: untouched
+  t.is(fs.readFileSync(m.u('w.txt'), 'utf8'), 'HELLO world\n')
+  t.is(fs.readFileSync(m.u('app.txt'), 'utf8'), 'a\nb\n')
+  t.is(storeInfo(m.u('w.txt')).origin?.data, 'store')
+  t.false(storeInfo(m.u('keep.txt')).exists)
+  hostUnchanged(t, m)
 })

@@ -4,7 +4,7 @@
  * existing targets and their errors).
  */
 import fs from 'node:fs'
-import { errOf, sh, storeInfo, useMount } from '../helpers/sandbox.js'
+import { errOf, sh, storeInfo, useMount, workEntries } from '../helpers/sandbox.js'
 import { fixture, hostUnchanged, lst, mtest, q, sorted, walk } from '../helpers/mountkit.js'
 
 mtest('create, mkfifo, mkdir: new entries live only in the store', async (t) => {
@@ -72,7 +72,7 @@ mtest('unlink and rmdir of host entries leave whiteouts; store-only entries just
   fs.unlinkSync(m.m('b.txt'))
   t.like(storeInfo(m.u('b.txt')), { whiteout: true })
   t.false(fs.readdirSync(m.mnt).some(n => ['a.txt', 'b.txt', 'dir', 'empty', 'link-to-a', 'tmp', 'tmpdir'].includes(n)))
-  t.deepEqual(fs.readdirSync(m.store + '/work').filter(n => !n.startsWith('intent-')), [])
+  t.deepEqual(workEntries(m.store).filter(n => !n.startsWith('intent-')), [])
   hostUnchanged(t, m)
 })
 
@@ -253,11 +253,11 @@ mtest('the same through a file unlinked while open (hidden in work/, freed at re
   const m = await useMount(t, { host: fixture() })
   const fd = fs.openSync(m.m('b.txt'), 'r')
   fs.unlinkSync(m.m('b.txt'))
-  const hidden = fs.readdirSync(m.store + '/work').filter(n => !n.startsWith('intent-'))
+  const hidden = workEntries(m.store).filter(n => !n.startsWith('intent-'))
   t.is(hidden.length, 1, 'the open, unlinked file is kept in work/')
   const sib = lst(m.store + '/work/' + hidden[0]).ino
   fs.closeSync(fd)
-  const work = (): string[] => fs.readdirSync(m.store + '/work').filter(n => !n.startsWith('intent-'))
+  const work = (): string[] => workEntries(m.store).filter(n => !n.startsWith('intent-'))
   for (let i = 0; i < 40 && work().length > 0; i++) await new Promise(resolve => setTimeout(resolve, 50)) // RELEASE is asynchronous
   t.deepEqual(work(), [], 'released: gone')
   let reused = ''

@@ -9,7 +9,7 @@ import test, { type ExecutionContext } from 'ava'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
-import { CLI, errOf, fuseAvailable, hashTree, isMounted, startMount, useMount } from '../helpers/sandbox.js'
+import { CLI, errOf, fuseAvailable, hashTree, isMounted, startMount, useMount, workEntries } from '../helpers/sandbox.js'
 import { hostUnchanged, mtest } from '../helpers/mountkit.js'
 import { forceUnmountBelow, freshDirs, killPid, sleep, waitExit, type Dirs } from '../helpers/progkit.js'
 
@@ -35,7 +35,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     t.false(isMounted(m.mnt), 'the mount is gone from /proc/self/mountinfo')
     t.false(fs.existsSync(lock), 'the store lock file is gone')
     t.deepEqual(fs.readdirSync(m.mnt), [], 'the mount point is an empty directory again')
-    t.deepEqual(fs.readdirSync(path.join(m.store, 'work')), [], 'work/ is empty')
+    t.deepEqual(workEntries(m.store), [], 'work/ is empty')
     t.is(fs.readFileSync(m.u('new.txt'), 'utf8'), 'new\n', 'the changes are in the store')
     t.is(fs.readFileSync(m.u('a.txt'), 'utf8'), 'alpha\nmore\n')
     t.notRegex(m.stderr(), /Error|error/, 'nothing alarming on stderr')
@@ -80,7 +80,7 @@ async function remountWorks (t: ExecutionContext, d: Dirs, hostHash: string): Pr
   fs.writeFileSync(m.m('after.txt'), 'after\n')
   t.is(fs.readFileSync(m.m('a.txt'), 'utf8'), 'alpha\n')
   t.is(fs.readFileSync(m.u('after.txt'), 'utf8'), 'after\n')
-  t.deepEqual(fs.readdirSync(path.join(d.store, 'work')), [])
+  t.deepEqual(workEntries(d.store), [])
   t.is(await m.stop(), 0, 'the fresh mount stops with status 0')
   t.false(isMounted(d.mnt))
   t.false(fs.existsSync(path.join(d.store, 'lock')))

@@ -20,7 +20,7 @@ import test, { type ExecutionContext } from 'ava'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
-import { fuseAvailable, hashTree, isMounted, startMount, type Mount } from '../helpers/sandbox.js'
+import { fuseAvailable, hashTree, isMounted, startMount, workEntries, type Mount } from '../helpers/sandbox.js'
 import { freshDirs, killPid, lazyUnmount, mulberry32, sleep, waitExit } from '../helpers/progkit.js'
 import { KiB, MiB, blockPattern, chunksId, describeDiff, fsck, textTree } from '../helpers/sparsekit.js'
 
@@ -265,7 +265,7 @@ async function crashRun (t: ExecutionContext, delayMs: number): Promise<void> {
 
   const m2: Mount = await startMount({ dirs, args: ARGS })
   t.teardown(m2.cleanup)
-  t.deepEqual(fs.readdirSync(path.join(dirs.store, 'work')), [], `${tag} work/ is empty after the remount`)
+  t.deepEqual(workEntries(dirs.store), [], `${tag} work/ is empty after the remount`)
   FILES.forEach((f, k) => {
     let got: Buffer | null = null
     try { got = fs.readFileSync(m2.m(f.rel)) } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOENT') t.fail(`${tag} ${f.rel}: ${(e as Error).message}`) }

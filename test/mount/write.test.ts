@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import { execFile, spawn } from 'node:child_process'
 import { promisify } from 'node:util'
-import { errOf, sh, storeInfo, useMount } from '../helpers/sandbox.js'
+import { errOf, sh, storeInfo, useMount, workEntries } from '../helpers/sandbox.js'
 import { chunksId } from '../helpers/sparsekit.js'
 import { kernelAtLeast } from '../../src/fuse/mount.js'
 import { allocated, fixture, fuseHidden, hostUnchanged, lst, mtest, pattern, walk, writtenKind } from '../helpers/mountkit.js'
@@ -154,7 +154,7 @@ mtest('concurrent opens for write from several processes: one sibling, no lost b
   else t.true(allocated(m.u('shared.bin')) < size / 4, 'chunked: only the written chunks are stored')
   t.like(storeInfo(m.u('shared.bin')).origin, { path: 'shared.bin', data: kind })
   t.deepEqual(walk(m.upper), ['shared.bin'], 'exactly one sibling')
-  t.deepEqual(fs.readdirSync(m.store + '/work').filter(n => !n.startsWith('intent-')), [], 'no copy-up leftovers')
+  t.deepEqual(workEntries(m.store).filter(n => !n.startsWith('intent-')), [], 'no copy-up leftovers')
   hostUnchanged(t, m)
 })
 
@@ -185,7 +185,7 @@ mtest('a rename racing a data copy-up: the write lands in the renamed file or fa
   t.true(got.equals(want), 'renamed file: host bytes, plus the write if it happened')
   t.like(storeInfo(m.u('renamed.bin')), { exists: true, origin: { path: 'huge.bin' } })
   t.like(storeInfo(m.u('huge.bin')), { whiteout: true })
-  t.deepEqual(fs.readdirSync(m.store + '/work').filter(n => !n.startsWith('intent-')), [])
+  t.deepEqual(workEntries(m.store).filter(n => !n.startsWith('intent-')), [])
   hostUnchanged(t, m)
 })
 
@@ -395,7 +395,7 @@ for (const spin of ['0', '10000']) {
 
 mtest('the warm-up before the mount runs on a scratch tree in work/ and leaves nothing behind, in the store or the host', async (t) => {
   const m = await useMount(t, { host: fixture() })
-  t.deepEqual(fs.readdirSync(`${m.store}/work`), [], 'no scratch tree left in work/')
+  t.deepEqual(workEntries(m.store), [], 'no scratch tree left in work/')
   t.deepEqual(fs.readdirSync(m.u('')), [], 'nothing in upper/')
   t.deepEqual(fs.readdirSync(`${m.store}/maps`), [], 'no chunk map (the warm-up made one in its own store)')
   t.notRegex(m.stderr(), /warm-up skipped/)
@@ -403,6 +403,44 @@ mtest('the warm-up before the mount runs on a scratch tree in work/ and leaves n
   fs.appendFileSync(m.m('a.txt'), 'more\n')
   t.is(fs.readFileSync(m.u('a.txt'), 'utf8'), 'alpha\nmore\n')
   hostUnchanged(t, m)
+})
+
+mtest('copy-ups rename files made ahead into place (work/spare-*): a chunked sibling and its map, a small sibling; none is left after unmount', async (t) => {
+  const m = await useMount(t, { host: { 'big.bin': pattern(3 << 20, 31), 'small.txt': 'small\n', 'meta.txt': 'meta\n' } })
+  const spares = (): Map<string, bigint> => new Map(fs.readdirSync(`${m.store}/work`).filter(n => n.startsWith('spare-')).map(n => [n, lst(`${m.store}/work/${n}`).ino]))
+  const settle = async (): Promise<Map<string, bigint>> => {
+    for (let i = 0; i < 50 && spares().size < 2; i++) await new Promise(resolve => setTimeout(resolve, 20))
+    return spares()
+  }
+  const before = await settle()
+  t.is(before.size, 2, 'a temp file and a map are ready at mount')
+  for (const n of before.keys()) t.is(fs.statSync(`${m.store}/work/${n}`).size, 0, `${n} is empty`)
+  // the chunked copy-up (a 1-byte write into a 3 MiB host file) takes both
+  const fd = fs.openSync(m.m('big.bin'), 'r+')
+  fs.writeSync(fd, 'x', 1 << 20)
+  fs.closeSync(fd)
+  const inos = [...before.values()].sort()
+  const id = chunksId(m.u('big.bin'))
+  t.deepEqual([lst(m.u('big.bin')).ino, lst(`${m.store}/maps/${id}`).ino].sort(), inos, 'the sibling and its map are the two files made ahead')
+  const after = await settle()
+  t.is(after.size, 2, 'two new ones are made after the copy-up')
+  t.deepEqual([...after.keys()].filter(n => before.has(n)), [], 'new names')
+  // a data copy-up of a small file, and a metadata-only one, take the temp file
+  fs.appendFileSync(m.m('small.txt'), 'more\n')
+  t.true([...after.values()].includes(lst(m.u('small.txt')).ino), 'the small sibling is the temp file made ahead')
+  const again = await settle()
+  fs.chmodSync(m.m('meta.txt'), 0o600)
+  t.true([...again.values()].includes(lst(m.u('meta.txt')).ino), 'so is the metadata-only sibling')
+  // view, store, host
+  const want = pattern(3 << 20, 31)
+  want[1 << 20] = 0x78
+  t.true(fs.readFileSync(m.m('big.bin')).equals(want))
+  t.is(fs.readFileSync(m.m('small.txt'), 'utf8'), 'small\nmore\n')
+  t.is(fs.readFileSync(m.u('small.txt'), 'utf8'), 'small\nmore\n')
+  t.is(lst(m.m('meta.txt')).mode & 0o777n, 0o600n)
+  hostUnchanged(t, m)
+  await m.stop()
+  t.deepEqual(fs.readdirSync(`${m.store}/work`), [], 'unmounted: work/ is empty')
 })
 
 // With --debug the daemon logs every request to its stderr, a pipe this process must keep
