@@ -68,7 +68,7 @@ interface FuseInstance {
   serveChunked (fh: number, dataFd: number, mapFd: number, hostFd: number): boolean
   setMapsDir (fd: number): void
   setChunkedOpen (on: boolean): void
-  setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number, kind: number, selfFd?: number): boolean
+  setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number, kind: number, upperFd?: number, upperBase?: number): boolean
   dropHostDirs (path: string, subtree: boolean): void
   callerContext?: Uint32Array
 }
@@ -78,8 +78,8 @@ type FuseCtor = (new (mnt: string, ops: object, opts: object) => FuseInstance) &
  *  allows it (patched fuse-native, setMaxWrite), else 128 KiB. */
 const MAX_WRITE = 1 << 20
 
-/** fuse-native's setHostDir kinds (SFS_HD_HOST, SFS_HD_STORE, SFS_HD_MERGED). */
-const HOST_DIR_KIND = { host: 0, store: 1, merged: 2 } as const
+/** fuse-native's setHostDir kinds (SFS_HD_HOST, SFS_HD_STORE, SFS_HD_LIVE). */
+const HOST_DIR_KIND = { host: 0, store: 1, live: 2 } as const
 
 let ctor: FuseCtor | undefined
 
@@ -191,11 +191,10 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   // Directories that show only their host directory are listed in C (overlay.ts, KernelCache).
   ov.kernel = {
     invalidateInode: (ino, onlyShared) => { fuse.invalidateInode(ino, onlyShared) },
-    listedHostDir: (p, fd, base, selfIno, parentIno, kind, selfFd) => { fuse.setHostDir(p, fd, base, selfIno, parentIno, HOST_DIR_KIND[kind], selfFd) },
+    listedHostDir: (p, fd, base, selfIno, parentIno, kind, upper) => { fuse.setHostDir(p, fd, base, selfIno, parentIno, HOST_DIR_KIND[kind], upper?.fd, upper?.base) },
     dirChanged: (p, subtree) => { fuse.dropHostDirs(p, subtree) }
   }
-  // A fresh sandbox's root lists only its host root: listing it once now lets lookups in it
-  // be answered in C from the start (until the sandbox makes its first entry there).
+  // Listing the root once now lets lookups in it be answered in C from the start.
   ov.readdir('/')
   // Closing a plain descriptor (a direct handle) is answered in C at once, and so is a
   // read-only open of a small host file in a directory listed from the host; JS learns of

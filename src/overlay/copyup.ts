@@ -172,10 +172,9 @@ export class CopyUp {
     this.spareMap = null
   }
 
-  /** Ensures merged directory `node` has an upper directory, before an entry is made in it
-   *  (which it announces: Resolver.entering). */
+  /** Ensures merged directory `node` has an upper directory. */
   upperDir (node: DirNode): void {
-    if (node.hasUpper) { this.ctx.resolver.entering(node); return }
+    if (node.hasUpper) return
     const [parentPath, name] = splitPath(node.path)
     const parent = this.ctx.resolver.dir(parentPath)
     this.upperDir(parent)

@@ -92,11 +92,13 @@ export interface KernelCache {
    * (no origin records, no whiteouts). Its readdir (and lookups in it) may be answered from
    * that directory from now on, with inode numbers base + ino and `selfIno`/`parentIno` for
    * '.' and '..' (fuse-native's setHostDir), until `dirChanged` for it or an ancestor.
-   * 'merged': a directory whose store copy is empty lists exactly its host directory `fd`,
-   * as 'host' does, but its own attributes are the store copy's: `selfFd`'s with link count
-   * 1 (as `attrOf` shows a directory with an origin), or, with -1, asked of the overlay.
+   * 'live': a directory with both a store copy (`upper`, an origin record on it) and host
+   * directory `fd`: each entry is looked up as `lookup` does, in the store copy first
+   * (inode numbers upper.base + ino there; an entry with an origin is asked of the
+   * overlay), then in the host directory; its own attributes are the store copy's, with
+   * link count 1 (as `attrOf` shows it). It stays right whatever the overlay changes in it.
    */
-  listedHostDir (p: string, fd: number, base: number, selfIno: number, parentIno: number, kind: 'host' | 'store' | 'merged', selfFd?: number): void
+  listedHostDir (p: string, fd: number, base: number, selfIno: number, parentIno: number, kind: 'host' | 'store' | 'live', upper?: { fd: number, base: number }): void
   /** What `p` (and with `subtree`, the directories below it) list may change. */
   dirChanged (p: string, subtree: boolean): void
 }
@@ -339,13 +341,14 @@ export class Overlay {
         out.inos.push(this.inodes.map(dev, ino))
         out.modes.push(mode)
       }
-      // Only the host's entries, all typed: the next listings can come from the host directly
-      // (also with an empty store copy, until its first entry: Resolver.entering).
+      // Only the host's entries, all typed: the next listings can come from the host directly.
       if (typed && !node.hasUpper) this.kernel.listedHostDir(p, node.hostFd, this.inodes.map(dev, 0), node.ino, parentIno, 'host')
-      else if (typed && seen.size === 0 && this.resolver.markEmptyUpper(p)) {
-        const self = node.upperSelf
-        const withOrigin = this.inodes.origin(self, fs.lstatSync(self, { bigint: true })) !== null
-        this.kernel.listedHostDir(p, node.hostFd, this.inodes.map(dev, 0), node.ino, parentIno, 'merged', withOrigin ? node.upperFd : -1)
+      // With a store copy: lookups can be answered from both, entry by entry.
+      else if (typed) {
+        const ust = fs.lstatSync(node.upperSelf, { bigint: true })
+        if (this.inodes.origin(node.upperSelf, ust) !== null) {
+          this.kernel.listedHostDir(p, node.hostFd, this.inodes.map(dev, 0), node.ino, parentIno, 'live', { fd: node.upperFd, base: this.inodes.map(Number(ust.dev), 0) })
+        }
       }
     }
     return out

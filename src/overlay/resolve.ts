@@ -29,9 +29,6 @@ import { XATTR } from '../store/format.js'
 /** O_PATH (Linux, same value on x86_64 and arm64); Node's fs.constants lacks it. */
 const O_PATH = 0o10000000
 const DIR_FLAGS = O_PATH | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW
-/** At most this many directories with an empty store copy are listed from the host (the
- *  FUSE layer's table holds 4,096 directories in all). */
-const MAX_EMPTY_UPPER = 1024
 
 /** The `*at` path of `name` inside the directory held by `fd`. */
 export function at (fd: number, name: string): string {
@@ -223,32 +220,11 @@ export class Resolver {
 
   /**
    * Told, before the change is visible, whenever what the directory `p` (and, with
-   * `subtree`, those below it) lists may change: it got a store copy, or its empty store
-   * copy is getting an entry (`entering`), or it was renamed or removed. The FUSE layer
-   * uses it to stop answering readdir and lookups of `p` from the host directory alone.
+   * `subtree`, those below it) lists may change: it got a store copy, or was renamed or
+   * removed. The FUSE layer uses it to stop answering readdir and lookups of `p` from what
+   * it was told `p` is made of.
    */
   onChange: (p: string, subtree: boolean) => void = () => {}
-
-  /**
-   * Directories with a store copy that lists nothing (no entry, no whiteout), which the
-   * FUSE layer was told list exactly their host directory: the first entry made in such a
-   * copy must be announced (`entering`). Kept by path, not on the node, because a node
-   * may leave the cache while the FUSE layer still answers for its path.
-   */
-  private readonly emptyUpper = new Set<string>()
-
-  /** Records that `p`'s store copy is empty and may be listed from its host directory;
-   *  false when too many are recorded already (then it must not be). */
-  markEmptyUpper (p: string): boolean {
-    if (this.emptyUpper.size >= MAX_EMPTY_UPPER && !this.emptyUpper.has(p)) return false
-    this.emptyUpper.add(p)
-    return true
-  }
-
-  /** An entry is about to be made in `node`'s store copy (copyup.upperDir). */
-  entering (node: DirNode): void {
-    if (this.emptyUpper.size > 0 && this.emptyUpper.delete(node.path)) this.onChange(node.path, false)
-  }
 
   /** Directory `node` just got a store copy (copyup.upperDir). */
   gainedUpper (node: DirNode): void {
@@ -258,12 +234,6 @@ export class Resolver {
   /** Drops the node of `p` and of every directory below it (after rename, rmdir, ...). */
   invalidate (p: string): void {
     this.onChange(p, true)
-    if (this.emptyUpper.size > 0) {
-      const prefix = p === '/' ? '/' : p + '/'
-      for (const key of [...this.emptyUpper]) {
-        if (key === p || key.startsWith(prefix)) this.emptyUpper.delete(key)
-      }
-    }
     if (p === '/') { this.cache.clear(); return }
     this.cache.delete(p)
     const prefix = p + '/'
