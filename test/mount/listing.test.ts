@@ -631,3 +631,39 @@ mtest('an open for writing of a host file in a listed directory is answered in C
   t.false(storeInfo(m.u('keep.txt')).exists)
   hostUnchanged(t, m)
 })
+
+mtest('a directory made in the sandbox is registered by its lookup: listed in C from the start when its entries all carry their own inode numbers, by JS when one has an origin', async (t) => {
+  const m0 = await useMount(t, { host: tree() })
+  fs.mkdirSync(m0.m('made'))
+  fs.mkdirSync(m0.m('mixed'))
+  for (let i = 0; i < 5; i++) {
+    fs.writeFileSync(m0.m(`made/f${i}`), `${i}\n`)
+    fs.writeFileSync(m0.m(`mixed/f${i}`), `${i}\n`)
+  }
+  fs.renameSync(m0.m('a/one.txt'), m0.m('mixed/one.txt')) // a host file: its sibling has an origin
+  await m0.stop()
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'siblingfs-oplog-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const log = path.join(dir, 'ops')
+  const m = await useMount(t, { dirs: { root: m0.root, host: m0.host, mnt: m0.mnt, store: m0.store }, env: { NODE_OPTIONS: `--require ${OPTRACE}`, SIBLINGFS_OPLOG: log } })
+  const jsOps = (): string[] => fs.existsSync(log) ? fs.readFileSync(log, 'utf8').split('\n').filter(l => l !== '' && !l.endsWith(' -')) : []
+  const before = jsOps().length
+  const made = sh(`ls -ai ${q(m.m('made'))}`)
+  const mixed = sh(`ls -ai ${q(m.m('mixed'))}`)
+  const ops = jsOps().slice(before)
+  t.false(ops.some(l => l.startsWith('readdir /made')), `'made' was listed in C: ${ops.join(', ')}`)
+  t.true(ops.includes('readdir /mixed'), `'mixed' (an entry with an origin) was listed by JS: ${ops.join(', ')}`)
+  // the listings: every name, with the inode number a lookup gives
+  const parse = (out: string): Map<string, bigint> => new Map(out.trim().split(/\s+/).reduce<Array<[string, bigint]>>((acc, w, i, all) => i % 2 === 0 ? [...acc, [all[i + 1], BigInt(w)]] : acc, []))
+  const got = parse(made.stdout)
+  t.deepEqual(sorted([...got.keys()]), ['.', '..', 'f0', 'f1', 'f2', 'f3', 'f4'])
+  for (let i = 0; i < 5; i++) t.is(got.get(`f${i}`), lst(m.m(`made/f${i}`)).ino, `made/f${i}: inode number`)
+  const gotMixed = parse(mixed.stdout)
+  t.deepEqual(sorted([...gotMixed.keys()]), ['.', '..', 'f0', 'f1', 'f2', 'f3', 'f4', 'one.txt'])
+  t.is(gotMixed.get('one.txt'), lst(m.h('a/one.txt')).ino, 'the renamed host file keeps its host inode number')
+  t.is(fs.readFileSync(m.m('mixed/one.txt'), 'utf8'), '1\n')
+  // store: both directories as made; host: untouched
+  t.deepEqual(sorted(fs.readdirSync(m.u('made'))), ['f0', 'f1', 'f2', 'f3', 'f4'])
+  t.like(storeInfo(m.u('mixed/one.txt')).origin, { path: 'a/one.txt' })
+  hostUnchanged(t, m0)
+})
