@@ -156,7 +156,7 @@ export class Overlay {
       chunks: { opts: chunkOpts, cache, mapPath, adopt: (id, file) => this.chunks.adopt(id, file) }
     })
     this.chunks = new ChunkRegistry({ opts: chunkOpts, cache, mapPath, openHost: (rel) => this.copyup.openHost(rel) })
-    this.resolver.onChange = (p, subtree) => this.kernel.dirChanged(p, subtree)
+    this.resolver.onChange = (p) => this.kernel.dirChanged(p, true)
     this.initRoot()
     this.replayIntents()
   }

@@ -219,21 +219,21 @@ export class Resolver {
   }
 
   /**
-   * Told, before the change is visible, whenever what the directory `p` (and, with
-   * `subtree`, those below it) lists may change: it got a store copy, or was renamed or
-   * removed. The FUSE layer uses it to stop answering readdir and lookups of `p` from what
-   * it was told `p` is made of.
+   * Told, before the change is visible, whenever what the directory `p` (and those below
+   * it) lists may change: it got a store copy, or was renamed or removed. The FUSE layer
+   * uses it to stop answering readdir and lookups of `p` from what it was told `p` is
+   * made of.
    */
-  onChange: (p: string, subtree: boolean) => void = () => {}
+  onChange: (p: string) => void = () => {}
 
   /** Directory `node` just got a store copy (copyup.upperDir). */
   gainedUpper (node: DirNode): void {
-    this.onChange(node.path, true)
+    this.onChange(node.path)
   }
 
   /** Drops the node of `p` and of every directory below it (after rename, rmdir, ...). */
   invalidate (p: string): void {
-    this.onChange(p, true)
+    this.onChange(p)
     if (p === '/') { this.cache.clear(); return }
     this.cache.delete(p)
     const prefix = p + '/'
