@@ -334,7 +334,6 @@ export class ChunkFile {
       // 'now': temp file, fsync, rename, fsync of maps/.
       const tmp = durability === 'now' ? mapPath + '.tmp' : mapPath
       if (mapFd < 0) mapFd = fs.openSync(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o644)
-      else if (fs.fstatSync(mapFd).size !== 0) throw einval(`the map made ahead for ${mapPath} is not empty`)
       pwriteFull(mapFd, header, 0, MAP_HEADER_SIZE, 0)
       if (durability === 'now') {
         fs.fsyncSync(mapFd)
