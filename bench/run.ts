@@ -76,6 +76,25 @@ function parseArgs (argv: string[]): Args {
   return a
 }
 
+/**
+ * Deleting many files slows the creates of the next minute on ext4 without a journal (the
+ * file system of the VMs this was measured on): to keep an inode deleted moments ago from
+ * being reused before its deletion is on disk, inode allocation skips every inode whose
+ * deletion time is under 60 s old (`recently_deleted()` in fs/ext4/ialloc.c; 5 more
+ * minutes while its inode table block is dirty) and checks them one by one: measured here,
+ * `tar x` of 10,000 files natively took 0.25 s, and 4-8 s right after 10,000 others were
+ * deleted. Removing each run dir right after its run charged that to whichever variant came
+ * next. So the run dirs of workloads that leave many files are removed at the end of the
+ * run, then `sync`, and a workload that creates files starts at
+ * least this long after the last such removal (waiting if needed, also across runs).
+ */
+const DELETE_SETTLE_MS = 65_000
+/** Workloads whose timed part creates files (waits out DELETE_SETTLE_MS first). */
+const CREATES = new Set(['seqwrite', 'untar', 'write1', 'git', 'make', 'compress'])
+/** Workloads whose run dirs hold many files: removed at the end of the run; the others
+ *  (few files, some of them big) right after each run. */
+const MANY_FILES = new Set(['untar', 'git', 'make', 'compress'])
+
 const MODES: Record<'quick' | 'full', { data: DataParams, p: ModeParams }> = {
   quick: {
     data: { treeFiles: 5000, bigBytes: 256 << 20, dirEntries: 10000, smallTarFiles: 2000, compBytes: 16 << 20, srcFull: false },
@@ -196,7 +215,28 @@ async function main (): Promise<void> {
   const runsDir = path.join(args.work, 'runs')
   const logDir = path.join(args.work, 'logs', stamp)
   const home = path.join(args.work, 'home')
+  // Mass deletes and the creates after them (see DELETE_SETTLE_MS): the time of the last
+  // one is kept in the work dir, so that a run started right after another waits it out.
+  const deletedFile = path.join(args.work, 'last-mass-delete')
+  let lastMassDelete = 0
+  try { lastMassDelete = Number(fs.readFileSync(deletedFile, 'utf8')) || 0 } catch { /* none yet */ }
+  const massDelete = (dirs: string[]): void => {
+    if (dirs.length === 0) return
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
+    spawnSync('sync')
+    lastMassDelete = Date.now()
+    fs.writeFileSync(deletedFile, String(lastMassDelete))
+  }
+  const settleDeletes = async (): Promise<void> => {
+    const wait = lastMassDelete + DELETE_SETTLE_MS - Date.now()
+    if (wait <= 0) return
+    log(`waiting ${(wait / 1000).toFixed(0)} s: files deleted less than ${DELETE_SETTLE_MS / 1000} s ago slow down creates (ext4 without a journal, see DELETE_SETTLE_MS)`)
+    await new Promise((resolve) => setTimeout(resolve, wait))
+  }
+  if (fs.existsSync(runsDir)) massDelete(fs.readdirSync(runsDir).map((e) => path.join(runsDir, e)))
   for (const d of [runsDir, logDir, home]) fs.mkdirSync(d, { recursive: true })
+  /** Run dirs with many files, removed at the end of the run (see DELETE_SETTLE_MS). */
+  const deferred: string[] = []
 
   const mach = machine(args.work)
   log(`machine: ${mach.cpuModel}, ${mach.cores} cores, ${mach.memTotalMiB} MiB, kernel ${mach.kernel}, load ${mach.loadStart.map((x) => x.toFixed(2)).join(' ')}`)
@@ -242,6 +282,7 @@ async function main (): Promise<void> {
   for (const w of workloads) {
     const la = os.loadavg()
     load.push({ at: new Date().toISOString(), workload: w.name, load1: la[0], load5: la[1], load15: la[2] })
+    if (CREATES.has(w.name)) await settleDeletes()
     log(`== ${w.name} (load ${la[0].toFixed(2)})`)
     rss[w.name] = {}
     for (const def of w.metrics) for (const v of active) cell(def.id, v)
@@ -281,12 +322,16 @@ async function main (): Promise<void> {
             warnings.push(`mounts left under ${runDir} after ${w.name}/${v}: ${left.join(', ')} (detached)`)
             for (const m of left.reverse()) { spawnSync('fusermount', ['-u', '-z', m], { stdio: 'ignore' }); spawnSync('umount', ['-l', m], { stdio: 'ignore' }) }
           }
-          if (!args.keep && under(runDir).length === 0) fs.rmSync(runDir, { recursive: true, force: true })
+          if (!args.keep && under(runDir).length === 0) {
+            if (MANY_FILES.has(w.name)) deferred.push(runDir)
+            else fs.rmSync(runDir, { recursive: true, force: true })
+          }
         }
       }
     }
   }
 
+  massDelete(deferred)
   const fpAfter = hostFingerprint(data)
   const hostUnchanged = fpAfter === fpBefore
   if (!hostUnchanged) warnings.push(`THE HOST DATA SET CHANGED during the run: before ${fpBefore}, after ${fpAfter}`)

@@ -42,20 +42,24 @@ export type CallerSource = () => Caller
  * [kind, fh, dev, ino, flags] per event (kind 1: a host file opened, 2: a store file
  * opened, 3: a store file created and opened read-write, 4: a chunked store file opened
  * read-only, its reads served in C, 5: a host file opened for writing with `flags`, every
- * request on it answered here, 0: a direct handle released): each is applied like the JS
- * operation; a failure is logged (toErrno), never thrown.
+ * request on it answered here, 6: the spare files given to the FUSE layer used, and unless
+ * fh is 0 the first write of that pending handle (kind 5) answered there, making its file
+ * a chunked sibling whose data file descriptor is in the dev slot, 0: a direct handle
+ * released): each is applied like the JS operation; a failure is logged (toErrno), never
+ * thrown.
  */
 export function nativeEvents (ov: Overlay): (events: Float64Array) => void {
   return (ev) => {
     for (let i = 0; i + 4 < ev.length; i += 5) {
       const kind = ev[i]
-      const opened = kind !== 0
-      if (opChannel.hasSubscribers) opChannel.publish({ op: opened ? (kind === 3 ? 'create' : 'open') : 'release', path: null })
+      const opened = kind !== 0 && kind !== 6
+      if (opChannel.hasSubscribers) opChannel.publish({ op: kind === 6 ? 'copied-up' : opened ? (kind === 3 ? 'create' : 'open') : 'release', path: null })
       try {
-        if (kind === 5) ov.adoptPending(ev[i + 1], ev[i + 2], ev[i + 3], ev[i + 4])
+        if (kind === 6) ov.adoptCopiedUp(ev[i + 1], ev[i + 2])
+        else if (kind === 5) ov.adoptPending(ev[i + 1], ev[i + 2], ev[i + 3], ev[i + 4])
         else if (opened) ov.adoptOpen(ev[i + 1], ev[i + 2], ev[i + 3], kind === 1 ? 'host' : 'upper', kind === 3, kind === 4)
         else ov.release(ev[i + 1])
-      } catch (err) { toErrno(err, opened ? 'open' : 'release') }
+      } catch (err) { toErrno(err, kind === 6 ? 'write' : opened ? 'open' : 'release') }
     }
   }
 }

@@ -28,6 +28,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import { createRequire } from 'node:module'
 import { SiblingError } from '../errors.js'
+import { SPARSE_MIN_BYTES } from '../store/format.js'
 import type { Caller, Overlay } from '../overlay/overlay.js'
 import { createHandlers, nativeEvents } from './handlers.js'
 
@@ -68,7 +69,11 @@ interface FuseInstance {
   serveChunked (fh: number, dataFd: number, mapFd: number, hostFd: number): boolean
   setMapsDir (fd: number): void
   setChunkedOpen (on: boolean): void
-  setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number, kind: number, upperFd?: number, upperBase?: number): boolean
+  setHostDir (path: string, fd: number, base: number, selfIno: number, parentIno: number, kind: number, upperFd?: number, upperBase?: number, copyUp?: boolean): boolean
+  setCopyUp (on: boolean, chunkSize: number, sparseMin: number, workFd: number, canChown: boolean): boolean
+  giveSpare (dataFd: number, dataName: string, mapFd: number, mapName: string, id: string): boolean
+  takeSpare (): boolean
+  jsHostHandles (delta: number): void
   dropHostDirs (path: string, subtree: boolean): void
   callerContext?: Uint32Array
 }
@@ -191,9 +196,12 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   // Directories that show only their host directory are listed in C (overlay.ts, KernelCache).
   ov.kernel = {
     invalidateInode: (ino, onlyShared) => { fuse.invalidateInode(ino, onlyShared) },
-    listedHostDir: (p, fd, base, selfIno, parentIno, kind, upper) => { fuse.setHostDir(p, fd, base, selfIno, parentIno, HOST_DIR_KIND[kind], upper?.fd, upper?.base) },
+    listedHostDir: (p, fd, base, selfIno, parentIno, kind, upper) => { fuse.setHostDir(p, fd, base, selfIno, parentIno, HOST_DIR_KIND[kind], upper?.fd, upper?.base, upper?.copyUp) },
     dirChanged: (p, subtree) => { fuse.dropHostDirs(p, subtree) }
   }
+  // The FUSE layer makes a sibling of a host file only while JS holds no handle on a host
+  // file it opened itself (it cannot move JS's readers onto the sibling; JS can).
+  ov.handles.jsHost = (d) => { fuse.jsHostHandles(d) }
   // Listing the root once now lets lookups in it be answered in C from the start.
   ov.readdir('/')
   // Closing a plain descriptor (a direct handle) is answered in C at once, and so is a
@@ -235,6 +243,18 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
   // ... and a mkdir there, and a link or unlink of a file made there that holds its own
   // bytes (in a compressed store, files go to JS: their chunk maps are JS's).
   fuse.setStoreLinks(true)
+  // The first write on a host file opened for writing in C (setPendingOpen) makes its
+  // chunked sibling there too, as CopyUp.chunked would, for big files in a plain store,
+  // from two empty files made ahead here (CopyUp.native); JS takes the handle over after
+  // (Overlay.adoptCopiedUp). Other first writes come to JS as before.
+  const cu = ov.copyup
+  if (!cu.compress && fuse.setCopyUp(ho.maxSize > 0, cu.chunkSize, SPARSE_MIN_BYTES, cu.workFd, ov.canChown)) {
+    cu.native = {
+      give: (dataFd, dataName, mapFd, mapName, id) => fuse.giveSpare(dataFd, dataName, mapFd, mapName, id),
+      take: () => fuse.takeSpare()
+    }
+    cu.refill()
+  }
   // With --spin-wait (off by default), the two sides of a request JS answers wait for each
   // other awake, briefly: waking a sleeping thread costs more than most answers (~100 us a
   // wake on a virtual machine).

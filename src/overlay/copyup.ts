@@ -29,7 +29,7 @@ import { SiblingError, isCode } from '../errors.js'
 import crypto from 'node:crypto'
 import { ChunkFile, type ChunkCache, type ChunkOptions, type HostIdentity } from '../store/chunks.js'
 import { SPARE_PREFIX, SPARSE_MIN_BYTES, XATTR_ESCAPE, XATTR_PREFIX, type Origin } from '../store/format.js'
-import { lgetxattr, llistxattr, lsetxattr, mknod, utimensat } from '../sys/native.js'
+import { RENAME_NOREPLACE, lgetxattr, llistxattr, lsetxattr, mknod, renameat2, utimensat } from '../sys/native.js'
 import { at, lstatOrNull, splitPath, type DirNode, type Resolver } from './resolve.js'
 import type { InodeTable } from './inodes.js'
 
@@ -78,8 +78,27 @@ export interface CopyUpContext {
   chunks: { opts: ChunkOptions, cache: ChunkCache, mapPath: (id: string) => string, adopt: (id: string, file: ChunkFile) => void }
 }
 
-/** An empty file made ahead in work/, open read-write. */
-interface Spare { path: string, fd: number }
+/** An empty file made ahead in work/, open read-write; `name` in work/. */
+interface Spare { path: string, name: string, fd: number }
+
+/** Where the FUSE layer takes the spare files of the copy-ups it makes itself (fuse-native's
+ *  giveSpare and takeSpare; Overlay.adoptCopiedUp says when it used them). */
+export interface NativeSpares {
+  give: (dataFd: number, dataName: string, mapFd: number, mapName: string, id: string) => boolean
+  take: () => boolean
+}
+
+/** A copy-up's commit: renames `tmp` to `dst`, which must not exist; false if it does (a
+ *  sibling the FUSE layer made meanwhile, Overlay.adoptCopiedUp: the caller uses that one). */
+function commitNew (tmp: string, dst: string): boolean {
+  try {
+    renameat2(tmp, dst, RENAME_NOREPLACE)
+    return true
+  } catch (err) {
+    if (isCode(err, 'EEXIST')) return false
+    throw err
+  }
+}
 
 export class CopyUp {
   private counter = 0
@@ -97,6 +116,9 @@ export class CopyUp {
   private spareMap: Spare | null = null
   private refillQueued = false
   private closed = false
+  /** The FUSE layer's pair (see NativeSpares), while it holds one. */
+  private nativeSpares: { data: Spare, map: Spare } | null = null
+  native: NativeSpares | null = null
   private readonly mapIdPrefix = crypto.randomBytes(8).toString('hex')
   private mapCounter = 0
 
@@ -113,15 +135,36 @@ export class CopyUp {
     this.refillQueued = false
     if (this.closed) return
     const make = (mode: number): Spare | null => {
-      const path = at(this.ctx.workFd, SPARE_PREFIX + String(process.pid) + '-' + String(++this.counter))
+      const name = SPARE_PREFIX + String(process.pid) + '-' + String(++this.counter)
+      const path = at(this.ctx.workFd, name)
       try {
-        return { path, fd: fs.openSync(path, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_RDWR | fs.constants.O_NOFOLLOW, mode) }
+        return { path, name, fd: fs.openSync(path, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_RDWR | fs.constants.O_NOFOLLOW, mode) }
       } catch {
         return null
       }
     }
     if (this.spareData === null) this.spareData = make(0o600)
     if (this.spareMap === null) this.spareMap = make(0o644)
+    if (this.native !== null && this.nativeSpares === null) {
+      const data = make(0o600)
+      const map = make(0o644)
+      if (data !== null && map !== null && this.native.give(data.fd, data.name, map.fd, map.name, this.newMapId())) {
+        this.nativeSpares = { data, map }
+      } else {
+        for (const sp of [data, map]) if (sp !== null) this.drop(sp)
+      }
+    }
+  }
+
+  /** The FUSE layer used (or removed) the pair it held: it gets another one soon. */
+  nativeSpareUsed (): void {
+    this.nativeSpares = null
+    this.queueRefill()
+  }
+
+  private drop (sp: Spare): void {
+    try { fs.closeSync(sp.fd) } catch { /* closing anyway */ }
+    fs.rmSync(sp.path, { force: true })
   }
 
   /** Refills after the current request has been answered (setImmediate runs after it). */
@@ -140,7 +183,7 @@ export class CopyUp {
       return s
     }
     const path = this.tmp()
-    return { path, fd: fs.openSync(path, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_RDWR | fs.constants.O_NOFOLLOW, 0o600) }
+    return { path, name: '', fd: fs.openSync(path, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_RDWR | fs.constants.O_NOFOLLOW, 0o600) }
   }
 
   /** A new empty chunk map at `mapPath`, open read-write: the one made ahead renamed there;
@@ -163,13 +206,12 @@ export class CopyUp {
   /** Closes and removes the files made ahead; refills nothing after. */
   close (): void {
     this.closed = true
-    for (const s of [this.spareData, this.spareMap]) {
-      if (s === null) continue
-      try { fs.closeSync(s.fd) } catch { /* closing anyway */ }
-      fs.rmSync(s.path, { force: true })
-    }
+    for (const s of [this.spareData, this.spareMap]) if (s !== null) this.drop(s)
     this.spareData = null
     this.spareMap = null
+    // The FUSE layer's pair, unless it used it (its event not seen yet).
+    if (this.nativeSpares !== null && this.native?.take() === true) { this.drop(this.nativeSpares.data); this.drop(this.nativeSpares.map) }
+    this.nativeSpares = null
   }
 
   /** Ensures merged directory `node` has an upper directory. */
@@ -241,7 +283,7 @@ export class CopyUp {
         mknod(tmp, mode, Number(st.rdev))
       }
       this.copyMeta(src, tmp, st, this.originOf(dir, name, st, 'host'))
-      fs.renameSync(tmp, dir.upperAt(name))
+      if (!commitNew(tmp, dir.upperAt(name))) fs.rmSync(tmp, { force: true }) // made by the FUSE layer meanwhile
     } catch (err) {
       fs.rmSync(tmp, { force: true })
       throw err
@@ -326,8 +368,12 @@ export class CopyUp {
           const hst = fs.fstatSync(srcFd, { bigint: true })
           this.copyMeta(dir.hostAt(name), tmp, hst, this.originOf(dir, name, hst, 'store'))
         }
-        fs.renameSync(tmp, up)
-        if (ust !== null) this.ctx.inodes.forget(ust)
+        if (ust !== null) {
+          fs.renameSync(tmp, up)
+          this.ctx.inodes.forget(ust)
+        } else if (!commitNew(tmp, up)) {
+          fs.rmSync(tmp, { force: true }) // a sibling the FUSE layer made meanwhile holds the bytes
+        }
       } catch (err) {
         if (fd >= 0) fs.closeSync(fd)
         fs.rmSync(tmp, { force: true })
@@ -339,6 +385,9 @@ export class CopyUp {
   }
 
   get compress (): boolean { return this.ctx.chunks.opts.compress }
+  get chunkSize (): number { return this.ctx.chunks.opts.chunkSize }
+  /** The O_PATH descriptor of STORE/work. */
+  get workFd (): number { return this.ctx.workFd }
 
   /** A new chunk map name: this process's random prefix and a counter (24 hex digits). */
   private newMapId (): string {
@@ -411,8 +460,16 @@ export class CopyUp {
           const o: Origin = ust !== null ? { ...(origin as Origin), ...identity(hst), data: 'chunks' } : this.originOf(dir, name, hst, 'chunks')
           this.copyMeta(ust !== null ? up : dir.hostAt(name), tmp, ust ?? hst, o, ust === null, st)
           this.ctx.inodes.setChunks(tmp, st, id)
-          fs.renameSync(tmp, up)
-          if (ust !== null) this.ctx.inodes.forget(ust)
+          if (ust !== null) {
+            fs.renameSync(tmp, up)
+            this.ctx.inodes.forget(ust)
+          } else if (!commitNew(tmp, up)) {
+            // The FUSE layer made this sibling meanwhile (Overlay.adoptCopiedUp): use that one.
+            fs.rmSync(tmp, { force: true })
+            fs.rmSync(c.mapPath(id), { force: true })
+            made.close()
+            return
+          }
           this.ctx.inodes.prime(st, { origin: o, chunks: id })
         } catch (err) {
           fs.rmSync(tmp, { force: true })

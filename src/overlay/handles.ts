@@ -47,6 +47,10 @@ export interface Handle {
   /** A chunked sibling opened outside JS (its descriptor is the data file, not the file's
    *  bytes): `chunks` is filled in when JS first reads through it (Overlay.engineOf). */
   engineLater?: boolean
+  /** Opened by the FUSE layer (adopted from its events), not by JS. */
+  native?: boolean
+  /** Counted in the FUSE layer's number of host handles JS opened (`jsHost`). */
+  counted?: boolean
 }
 
 export class HandleTable {
@@ -63,6 +67,10 @@ export class HandleTable {
   /** Lets C serve the reads of chunked handle `fh` from `file`'s descriptors, or stops
    *  that (null) before they may close. Set by the FUSE layer (fuse-native's serveChunked). */
   serveChunked: (fh: number, file: ChunkFile | null) => void = () => {}
+  /** Tells the FUSE layer that JS holds one more (+1) or one less (-1) handle on a host
+   *  original that it opened itself (fuse-native's jsHostHandles): the FUSE layer makes a
+   *  sibling itself only while nothing else may read the original. */
+  jsHost: (delta: number) => void = () => {}
   private readonly table: Array<Handle | undefined> = [undefined]
   private readonly free: number[] = []
   private readonly byHost = new Map<string, Set<Handle>>()
@@ -82,6 +90,7 @@ export class HandleTable {
       let set = this.byHost.get(h.hostKey)
       if (set === undefined) { set = new Set(); this.byHost.set(h.hostKey, set) }
       set.add(h)
+      if (h.native !== true) { h.counted = true; this.jsHost(1) }
     }
     return fh
   }
@@ -111,6 +120,7 @@ export class HandleTable {
   }
 
   private unregister (h: Handle): void {
+    this.uncount(h)
     if (h.hostKey === null) return
     const set = this.byHost.get(h.hostKey)
     if (set === undefined) return
@@ -144,8 +154,15 @@ export class HandleTable {
       }
       h.layer = 'upper'
       h.hostKey = null
+      this.uncount(h)
     }
     this.byHost.delete(hostKey)
+  }
+
+  private uncount (h: Handle): void {
+    if (h.counted !== true) return
+    h.counted = false
+    this.jsHost(-1)
   }
 
   /** The pending (unwritten) write handles on host original `hostKey`. */

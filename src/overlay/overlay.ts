@@ -97,8 +97,10 @@ export interface KernelCache {
    * (inode numbers upper.base + ino there; an entry with an origin is asked of the
    * overlay), then in the host directory; its own attributes are the store copy's, with
    * link count 1 (as `attrOf` shows it). It stays right whatever the overlay changes in it.
+   * `upper.copyUp`: its host directory is the one at its own path (not renamed), so that a
+   * first write of a host file in it may be answered by the FUSE layer (adoptCopiedUp).
    */
-  listedHostDir (p: string, fd: number, base: number, selfIno: number, parentIno: number, kind: 'host' | 'store' | 'live', upper?: { fd: number, base: number }): void
+  listedHostDir (p: string, fd: number, base: number, selfIno: number, parentIno: number, kind: 'host' | 'store' | 'live', upper?: { fd: number, base: number, copyUp: boolean }): void
   /** What `p` (and with `subtree`, the directories below it) list may change. */
   dirChanged (p: string, subtree: boolean): void
 }
@@ -347,7 +349,8 @@ export class Overlay {
       else if (typed) {
         const ust = fs.lstatSync(node.upperSelf, { bigint: true })
         if (this.inodes.origin(node.upperSelf, ust) !== null) {
-          this.kernel.listedHostDir(p, node.hostFd, this.inodes.map(dev, 0), node.ino, parentIno, 'live', { fd: node.upperFd, base: this.inodes.map(Number(ust.dev), 0) })
+          const copyUp = node.hostRel === (p === '/' ? '' : p.slice(1))
+          this.kernel.listedHostDir(p, node.hostFd, this.inodes.map(dev, 0), node.ino, parentIno, 'live', { fd: node.upperFd, base: this.inodes.map(Number(ust.dev), 0), copyUp })
         }
       }
     }
@@ -410,7 +413,10 @@ export class Overlay {
   // ---- open files -----------------------------------------------------------------------
 
   private handle (fh: number): Handle {
-    const h = this.handles.get(fh)
+    let h = this.handles.get(fh)
+    // A pending writer opened in C may have had its first write answered in C since
+    // (adoptCopiedUp): that event comes first.
+    if (h?.layer === 'pending' && h.native === true) { this.handles.sync(); h = this.handles.get(fh) }
     if (h === undefined) fail('EBADF', String(fh))
     return h
   }
@@ -471,7 +477,11 @@ export class Overlay {
     const attr = this.attrOf(f)
     if (f.layer === 'host') {
       const fd = fs.openSync(f.path, this.hostReadFlags)
-      return this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${f.st.dev}:${f.st.ino}`, direct: allowDirect })
+      const fh = this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${f.st.dev}:${f.st.ino}`, direct: allowDirect })
+      // The FUSE layer may have made a sibling of it since `find` (adoptCopiedUp): then this
+      // handle moves onto it now, with the others.
+      this.handles.sync()
+      return fh
     }
     const info = this.inodes.info(f.path, f.st)
     const o = info.origin
@@ -602,7 +612,7 @@ export class Overlay {
   adoptOpen (fh: number, dev: number, ino: number, layer: 'host' | 'upper', created = false, chunked = false): void {
     const fd = fh & ~DIRECT_FH
     const hostKey = layer === 'host' ? `${dev}:${ino}` : null
-    const got = this.handles.add({ fd, chunks: null, flags: created ? C.O_RDWR : C.O_RDONLY, ino: this.inodes.map(dev, ino), layer, hostKey, direct: true, engineLater: chunked })
+    const got = this.handles.add({ fd, chunks: null, flags: created ? C.O_RDWR : C.O_RDONLY, ino: this.inodes.map(dev, ino), layer, hostKey, direct: true, engineLater: chunked, native: true })
     if (got !== fh) fail('EIO', `adopted handle ${fh} became ${got}`)
   }
 
@@ -611,8 +621,30 @@ export class Overlay {
    *  all come here (forwarded), registered as the pending handle `open` would have made. */
   adoptPending (fh: number, dev: number, ino: number, flags: number): void {
     const fd = fh & ~DIRECT_FH
-    const got = this.handles.add({ fd, chunks: null, flags, ino: this.inodes.map(dev, ino), layer: 'pending', hostKey: `${dev}:${ino}`, direct: true, forwarded: true })
+    const got = this.handles.add({ fd, chunks: null, flags, ino: this.inodes.map(dev, ino), layer: 'pending', hostKey: `${dev}:${ino}`, direct: true, forwarded: true, native: true })
     if (got !== fh) fail('EIO', `adopted handle ${fh} became ${got}`)
+  }
+
+  /**
+   * The FUSE layer used the spare files it had for a copy-up (CopyUp.refillNative): when
+   * `fh` is not 0, the first write of that pending handle (adoptPending) made its file a
+   * chunked sibling there, as `materialize` would have, and `dataFd` is the sibling's data
+   * file (closed here); every handle on the host original moves onto it, as after a copy-up
+   * here. Either way the FUSE layer gets new spares.
+   */
+  adoptCopiedUp (fh: number, dataFd: number): void {
+    this.copyup.nativeSpareUsed()
+    if (fh === 0) return
+    try {
+      const h = this.handles.get(fh)
+      if (h === undefined || h.layer !== 'pending' || h.hostKey === null) return // released, or JS got there first
+      const up = fs.readlinkSync(`/proc/self/fd/${dataFd}`)
+      const info = this.inodes.info(up, fs.fstatSync(dataFd, { bigint: true }))
+      if (info.chunks === null) fail('EIO', `the sibling made in C at ${up} has no chunk map record`)
+      this.retarget(h.hostKey, up, info, this.viewPath(up))
+    } finally {
+      fs.closeSync(dataFd)
+    }
   }
 
   /**

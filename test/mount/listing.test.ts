@@ -11,9 +11,10 @@ import os from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import type { ExecutionContext } from 'ava'
-import { errOf, hashTree, sh, storeInfo, useMount, type Mount, type TreeNode } from '../helpers/sandbox.js'
+import { errOf, hashTree, sh, storeInfo, useMount, workEntries, type Mount, type TreeNode } from '../helpers/sandbox.js'
 import { lgetxattr, lsetxattr } from '../../src/sys/native.js'
-import { asNobody, hostUnchanged, lst, mtest, q, readerAcrossWrite, sorted } from '../helpers/mountkit.js'
+import { asNobody, hostUnchanged, lst, mtest, pattern, q, readerAcrossWrite, sorted } from '../helpers/mountkit.js'
+import { cli } from '../helpers/progkit.js'
 
 function tree (): { [name: string]: TreeNode } {
   return {
@@ -629,6 +630,74 @@ mtest('an open for writing of a host file in a listed directory is answered in C
   t.is(fs.readFileSync(m.u('app.txt'), 'utf8'), 'a\nb\n')
   t.is(storeInfo(m.u('w.txt')).origin?.data, 'store')
   t.false(storeInfo(m.u('keep.txt')).exists)
+  hostUnchanged(t, m)
+})
+
+mtest('the first write of a big host file opened for writing in C is answered in C: it makes the chunked sibling JS would make, and JS takes the handle over', async (t) => {
+  const MiB = 1 << 20
+  const host = { ...tree(), 'big.bin': pattern(3 * MiB, 7), 'span.bin': pattern(2 * MiB, 8), 'read.bin': pattern(2 * MiB, 9) }
+  const { m, jsOps } = await tracedMount(t, host)
+  const want = { big: Buffer.from(host['big.bin']), span: Buffer.from(host['span.bin']), read: Buffer.from(host['read.bin']) }
+  jsOps()
+  // A one-chunk write in the middle of a chunk.
+  const w = fs.openSync(m.m('big.bin'), 'r+')
+  fs.writeSync(w, Buffer.from('XY'), 0, 2, 1000000)
+  Buffer.from('XY').copy(want.big, 1000000)
+  let ops = jsOps()
+  t.false(ops.some(l => l.startsWith('write ')), `the first write did not reach JS: ${ops.join(', ')}`)
+  // The store holds what CopyUp.chunked and ChunkFile.write make: a chunked sibling with
+  // origin and map records, one stored chunk.
+  const info = storeInfo(m.u('big.bin'))
+  t.like(info.origin, { path: 'big.bin', data: 'chunks', size: 3 * MiB, ino: Number(lst(m.h('big.bin')).ino) })
+  const id = lgetxattr(m.u('big.bin'), 'user.siblingfs.chunks')?.toString() ?? ''
+  t.regex(id, /^[0-9a-f]{24}$/)
+  t.true(fs.existsSync(path.join(m.store, 'maps', id)), 'its chunk map is in maps/')
+  t.deepEqual(workEntries(m.store), [], 'nothing left in work/ but files made ahead')
+  t.is(lst(m.u('big.bin')).mode & 0o7777n, lst(m.h('big.bin')).mode & 0o7777n)
+  // The same handle goes on in JS: a write across two chunks, reads back through it.
+  fs.writeSync(w, Buffer.from('0123456789'), 0, 10, 2 * 65536 - 5)
+  Buffer.from('0123456789').copy(want.big, 2 * 65536 - 5)
+  const back = Buffer.alloc(2)
+  fs.readSync(w, back, 0, 2, 1000000)
+  t.is(back.toString(), 'XY', 'the writer reads its write back')
+  fs.closeSync(w)
+  const seen = [...ops, ...jsOps()]
+  t.true(seen.includes('copied-up -'), `JS learned of the copy-up made in C: ${seen.join(', ')}`)
+  t.true(seen.includes('write /big.bin'), `and served the handle's next write: ${seen.join(', ')}`)
+  t.true(fs.readFileSync(m.m('big.bin')).equals(want.big), 'the view shows both writes and the host bytes around them')
+  // A first write covering several chunks, the middle ones whole, the ends in part.
+  const s = fs.openSync(m.m('span.bin'), 'r+')
+  // One request: at most 128 KiB at this protocol level, and page-aligned (the kernel ends a
+  // request at the end of a page it filled only in part).
+  const chunkful = pattern(100000, 3)
+  fs.writeSync(s, chunkful, 0, chunkful.length, 65536 - 4096)
+  chunkful.copy(want.span, 65536 - 4096)
+  fs.closeSync(s)
+  ops = jsOps()
+  t.false(ops.some(l => l.startsWith('write /span.bin')), `that first write did not reach JS either: ${ops.join(', ')}`)
+  t.true(fs.readFileSync(m.m('span.bin')).equals(want.span))
+  // Another handle on the original (a reader opened before): JS makes the sibling and moves
+  // the reader onto it.
+  const r = fs.openSync(m.m('read.bin'), 'r')
+  const rw = fs.openSync(m.m('read.bin'), 'r+')
+  fs.writeSync(rw, Buffer.from('Z'), 0, 1, 5)
+  want.read[5] = 0x5a
+  ops = jsOps()
+  t.true(ops.includes('write /read.bin'), `with a reader open the first write is JS's: ${ops.join(', ')}`)
+  const rb = Buffer.alloc(1)
+  fs.readSync(r, rb, 0, 1, 5)
+  t.is(rb.toString(), 'Z', 'the reader opened before the write sees it')
+  fs.closeSync(r)
+  fs.closeSync(rw)
+  // After a remount: the same view; fsck finds the store clean; the host never changed.
+  await m.stop()
+  const f = cli(['fsck', m.store])
+  t.is(f.status, 0, f.stdout + f.stderr)
+  t.regex(f.stdout, /clean/)
+  const m2 = await useMount(t, { dirs: { root: m.root, host: m.host, mnt: m.mnt, store: m.store } })
+  t.true(fs.readFileSync(m2.m('big.bin')).equals(want.big))
+  t.true(fs.readFileSync(m2.m('span.bin')).equals(want.span))
+  t.true(fs.readFileSync(m2.m('read.bin')).equals(want.read))
   hostUnchanged(t, m)
 })
 

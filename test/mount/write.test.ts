@@ -408,23 +408,25 @@ mtest('the warm-up before the mount runs on a scratch tree in work/ and leaves n
 mtest('copy-ups rename files made ahead into place (work/spare-*): a chunked sibling and its map, a small sibling; none is left after unmount', async (t) => {
   const m = await useMount(t, { host: { 'big.bin': pattern(3 << 20, 31), 'small.txt': 'small\n', 'meta.txt': 'meta\n' } })
   const spares = (): Map<string, bigint> => new Map(fs.readdirSync(`${m.store}/work`).filter(n => n.startsWith('spare-')).map(n => [n, lst(`${m.store}/work/${n}`).ino]))
+  // Two for JS's copy-ups (a temp file, a map), two for the first writes the FUSE layer
+  // answers itself (in a plain store; Overlay.adoptCopiedUp).
   const settle = async (): Promise<Map<string, bigint>> => {
-    for (let i = 0; i < 50 && spares().size < 2; i++) await new Promise(resolve => setTimeout(resolve, 20))
+    for (let i = 0; i < 50 && spares().size < 4; i++) await new Promise(resolve => setTimeout(resolve, 20))
     return spares()
   }
   const before = await settle()
-  t.is(before.size, 2, 'a temp file and a map are ready at mount')
+  t.is(before.size, 4, 'temp files and maps are ready at mount')
   for (const n of before.keys()) t.is(fs.statSync(`${m.store}/work/${n}`).size, 0, `${n} is empty`)
   // the chunked copy-up (a 1-byte write into a 3 MiB host file) takes both
   const fd = fs.openSync(m.m('big.bin'), 'r+')
   fs.writeSync(fd, 'x', 1 << 20)
   fs.closeSync(fd)
-  const inos = [...before.values()].sort()
+  const inos = [...before.values()]
   const id = chunksId(m.u('big.bin'))
-  t.deepEqual([lst(m.u('big.bin')).ino, lst(`${m.store}/maps/${id}`).ino].sort(), inos, 'the sibling and its map are the two files made ahead')
+  for (const ino of [lst(m.u('big.bin')).ino, lst(`${m.store}/maps/${id}`).ino]) t.true(inos.includes(ino), 'the sibling and its map are files made ahead')
   const after = await settle()
-  t.is(after.size, 2, 'two new ones are made after the copy-up')
-  t.deepEqual([...after.keys()].filter(n => before.has(n)), [], 'new names')
+  t.is(after.size, 4, 'two new ones are made after the copy-up')
+  t.is([...after.keys()].filter(n => !before.has(n)).length, 2, 'with new names')
   // a data copy-up of a small file, and a metadata-only one, take the temp file
   fs.appendFileSync(m.m('small.txt'), 'more\n')
   t.true([...after.values()].includes(lst(m.u('small.txt')).ino), 'the small sibling is the temp file made ahead')
