@@ -76,6 +76,8 @@ export interface CopyUpContext {
   /** Chunked siblings: engine options, the shared cache, where maps live, and who takes
    *  over the engine of a sibling just made (the registry: its first handle opens nothing). */
   chunks: { opts: ChunkOptions, cache: ChunkCache, mapPath: (id: string) => string, adopt: (id: string, file: ChunkFile) => void }
+  /** Told when a merged directory has just got its store copy (upperDir). */
+  gotUpper?: (node: DirNode) => void
 }
 
 /** An empty file made ahead in work/, open read-write; `name` in work/. */
@@ -231,6 +233,7 @@ export class CopyUp {
     this.copyMeta(hostSelf, up, st, { path: node.hostRel ?? '', dev: Number(st.dev), ino: Number(st.ino), size: 0, mtimeNs: String(st.mtimeNs), data: 'store' })
     this.ctx.resolver.gainedUpper(node)
     node.upperFd = fs.openSync(up, 0o10000000 | fs.constants.O_DIRECTORY | fs.constants.O_NOFOLLOW)
+    this.ctx.gotUpper?.(node)
   }
 
   /**

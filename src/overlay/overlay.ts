@@ -117,6 +117,8 @@ interface Found {
 export class Overlay {
   readonly resolver: Resolver
   readonly inodes: InodeTable
+  /** Host devices whose directory listings gave every entry's type (d_type). */
+  private readonly typedDevs = new Set<number>()
   readonly handles = new HandleTable()
   readonly copyup: CopyUp
   readonly chunks: ChunkRegistry
@@ -155,7 +157,8 @@ export class Overlay {
     const mapPath = (id: string): string => at(this.mapsFd, id)
     this.copyup = new CopyUp({
       resolver: this.resolver, inodes: this.inodes, workFd: this.workFd, canChown: this.canChown, hostReadFlags: this.hostReadFlags,
-      chunks: { opts: chunkOpts, cache, mapPath, adopt: (id, file) => this.chunks.adopt(id, file) }
+      chunks: { opts: chunkOpts, cache, mapPath, adopt: (id, file) => this.chunks.adopt(id, file) },
+      gotUpper: (node) => { this.liveNow(node) }
     })
     this.chunks = new ChunkRegistry({ opts: chunkOpts, cache, mapPath, openHost: (rel) => this.copyup.openHost(rel) })
     this.resolver.onChange = (p) => this.kernel.dirChanged(p, true)
@@ -343,6 +346,7 @@ export class Overlay {
         out.inos.push(this.inodes.map(dev, ino))
         out.modes.push(mode)
       }
+      if (typed) this.typedDevs.add(dev)
       // Only the host's entries, all typed: the next listings can come from the host directly.
       if (typed && !node.hasUpper) this.kernel.listedHostDir(p, node.hostFd, this.inodes.map(dev, 0), node.ino, parentIno, 'host')
       // With a store copy: lookups can be answered from both, entry by entry.
@@ -822,6 +826,36 @@ export class Overlay {
     this.makeEntry(this.resolver.dir(dp), name, caller, true, (q) => fs.mkdirSync(q, mode & 0o7777))
     this.resolver.invalidate(p)
     this.listedStoreDir(p)
+  }
+
+  /**
+   * A merged directory that has just got its store copy (CopyUp.upperDir: a create, mkdir,
+   * rename or copy-up in a host directory) is registered with the FUSE layer as 'live'
+   * right away, as its first listing would register it (see readdir), so that lookups,
+   * opens and creates in it do not all come here until something lists it (a build writing
+   * objects next to its sources never does). Only on a host device whose listings are
+   * known to carry file types. Best effort.
+   */
+  private liveNow (node: DirNode): void {
+    if (!node.hasHost || node.upperFd < 0) return
+    try {
+      if (node.hostDev < 0) node.hostDev = Number(fs.lstatSync(at(node.hostFd, '.'), { bigint: true }).dev)
+      if (!this.typedDevs.has(node.hostDev)) return
+      const p = node.path
+      let parentIno = -1
+      if (p !== '/') {
+        const pp = splitPath(p)[0]
+        const parent = this.resolver.dir(pp)
+        if (parent.ino < 0) parent.ino = this.getattr(pp).ino
+        parentIno = parent.ino
+      }
+      if (node.ino < 0) node.ino = this.getattr(p).ino
+      if (parentIno < 0) parentIno = node.ino
+      const ust = fs.lstatSync(node.upperSelf, { bigint: true })
+      if (this.inodes.origin(node.upperSelf, ust) === null) return
+      const copyUp = node.hostRel === (p === '/' ? '' : p.slice(1))
+      this.kernel.listedHostDir(p, node.hostFd, this.inodes.map(node.hostDev, 0), node.ino, parentIno, 'live', { fd: node.upperFd, base: this.inodes.map(Number(ust.dev), 0), copyUp })
+    } catch { /* the next listing registers it */ }
   }
 
   /**

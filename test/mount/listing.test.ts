@@ -701,6 +701,26 @@ mtest('the first write of a big host file opened for writing in C is answered in
   hostUnchanged(t, m)
 })
 
+mtest('a host directory that gets its store copy (a first create in it) is answered in C at once: lookups, opens and creates in it, without waiting for a listing', async (t) => {
+  const { m, jsOps } = await tracedMount(t)
+  t.is(fs.readFileSync(m.m('a/one.txt'), 'utf8'), '1\n') // looks 'a' up: served from the host
+  fs.writeFileSync(m.m('a/new.txt'), 'new\n') // the first change in 'a' gives it a store copy
+  jsOps()
+  // New names and entries not looked up yet: requests that must reach the daemon.
+  t.is(errOf(() => fs.statSync(m.m('a/nope'))), 'ENOENT')
+  t.is(fs.readFileSync(m.m('a/two.txt'), 'utf8'), '2\n')
+  fs.writeFileSync(m.m('a/new2.txt'), 'new2\n')
+  t.is(fs.readFileSync(m.m('a/new2.txt'), 'utf8'), 'new2\n')
+  t.deepEqual(sorted(ls(m, 'a')), sorted(['.', '..', 'one.txt', 'two.txt', 'b', 'new.txt', 'new2.txt']))
+  const ops = jsOps()
+  t.deepEqual(ops.filter(l => / \/a\/(nope|two\.txt|new2\.txt)$/.test(l)), [], `answered in C: ${ops.join(', ')}`)
+  // store: the store copy of 'a' with the two new files; host: untouched
+  t.deepEqual(sorted(fs.readdirSync(m.u('a'))), ['new.txt', 'new2.txt'])
+  t.like(storeInfo(m.u('a')).origin, { path: 'a' })
+  t.is(fs.readFileSync(m.u('a/new2.txt'), 'utf8'), 'new2\n')
+  hostUnchanged(t, m)
+})
+
 mtest('a directory made in the sandbox is registered by its lookup: listed in C from the start when its entries all carry their own inode numbers, by JS when one has an origin', async (t) => {
   const m0 = await useMount(t, { host: tree() })
   fs.mkdirSync(m0.m('made'))
