@@ -295,13 +295,7 @@ export class Overlay {
    * of ~3 µs for an lstat through /proc/self/fd, which is most of a 10,000-entry listing.
    */
   readdir (p: string): DirListing {
-    let parentIno = -1
-    if (p !== '/') {
-      const pp = splitPath(p)[0]
-      const parent = this.resolver.dir(pp)
-      if (parent.ino < 0) parent.ino = this.getattr(pp).ino
-      parentIno = parent.ino
-    }
+    let parentIno = this.parentIno(p)
     const node = this.resolver.dir(p) // after the parent's: a node used below is the last resolved
     if (node.ino < 0) node.ino = this.getattr(p).ino
     if (parentIno < 0) parentIno = node.ino
@@ -828,6 +822,15 @@ export class Overlay {
     this.listedStoreDir(p)
   }
 
+  /** The merged inode number of the parent of directory `p` ('..'); -1 for the root. */
+  private parentIno (p: string): number {
+    if (p === '/') return -1
+    const pp = splitPath(p)[0]
+    const parent = this.resolver.dir(pp)
+    if (parent.ino < 0) parent.ino = this.getattr(pp).ino
+    return parent.ino
+  }
+
   /**
    * A merged directory that has just got its store copy (CopyUp.upperDir: a create, mkdir,
    * rename or copy-up in a host directory) is registered with the FUSE layer as 'live'
@@ -842,13 +845,7 @@ export class Overlay {
       if (node.hostDev < 0) node.hostDev = Number(fs.lstatSync(at(node.hostFd, '.'), { bigint: true }).dev)
       if (!this.typedDevs.has(node.hostDev)) return
       const p = node.path
-      let parentIno = -1
-      if (p !== '/') {
-        const pp = splitPath(p)[0]
-        const parent = this.resolver.dir(pp)
-        if (parent.ino < 0) parent.ino = this.getattr(pp).ino
-        parentIno = parent.ino
-      }
+      let parentIno = this.parentIno(p)
       if (node.ino < 0) node.ino = this.getattr(p).ino
       if (parentIno < 0) parentIno = node.ino
       const ust = fs.lstatSync(node.upperSelf, { bigint: true })
