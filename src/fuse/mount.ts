@@ -199,9 +199,6 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
     listedHostDir: (p, fd, base, selfIno, parentIno, kind, upper) => { fuse.setHostDir(p, fd, base, selfIno, parentIno, HOST_DIR_KIND[kind], upper?.fd, upper?.base, upper?.copyUp) },
     dirChanged: (p, subtree) => { fuse.dropHostDirs(p, subtree) }
   }
-  // The FUSE layer makes a sibling of a host file only while JS holds no handle on a host
-  // file it opened itself (it cannot move JS's readers onto the sibling; JS can).
-  ov.handles.jsHost = (d) => { fuse.jsHostHandles(d) }
   // Listing the root once now lets lookups in it be answered in C from the start.
   ov.readdir('/')
   // Closing a plain descriptor (a direct handle) is answered in C at once, and so is a
@@ -254,6 +251,9 @@ export async function mountOverlay (ov: Overlay, mountpoint: string, o: FuseMoun
       take: () => fuse.takeSpare()
     }
     cu.refill()
+    // It does so only while JS holds no handle on a host file it opened itself (it cannot
+    // move JS's readers onto the sibling; JS can). No request has come yet: none is open.
+    ov.handles.jsHost = (d) => { fuse.jsHostHandles(d) }
   }
   // With --spin-wait (off by default), the two sides of a request JS answers wait for each
   // other awake, briefly: waking a sleeping thread costs more than most answers (~100 us a

@@ -478,7 +478,7 @@ export class Overlay {
       const fh = this.handles.add({ fd, chunks: null, flags: C.O_RDONLY, ino: attr.ino, layer: 'host', hostKey: `${f.st.dev}:${f.st.ino}`, direct: allowDirect })
       // The FUSE layer may have made a sibling of it since `find` (adoptCopiedUp): then this
       // handle moves onto it now, with the others.
-      this.handles.sync()
+      if (this.copyup.native !== null) this.handles.sync()
       return fh
     }
     const info = this.inodes.info(f.path, f.st)
